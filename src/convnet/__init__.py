@@ -1,0 +1,8 @@
+"""convnet: convolutional neural networks on PyTorch, in 1, 2 and 3 dimensions."""
+from .models import create_model, list_models, model_info
+from .weights import from_pretrained, load_pretrained, save_pretrained
+from .analysis import summary
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "from_pretrained", "list_models", "load_pretrained", "model_info",
+           "save_pretrained", "summary", "__version__"]

@@ -1,0 +1,121 @@
+"""Preprocessing that maps raw images to what a model was trained on, saved with every run so
+that ``convnet predict`` prepares a new image exactly as the training data was prepared."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize, pad and normalise a batch of images in [0, 1].
+
+    The image is resized to ``content`` and centred in a canvas of ``size`` (LeCun et al. 1998
+    placed MNIST's 20x20 digit boxes in a 32x32 field so that strokes at the edge still reach
+    the centre of the top feature detectors' receptive fields), then normalised per channel.
+
+    Attributes:
+        channels: 1 (grayscale) or 3 (RGB).
+        source_size: the data set's native size per axis (8x8 for the digits); new images are
+            first brought to it, as the training images were.
+        content: the size the image is resized to; None means ``size`` (no padding).
+        size: the size the model sees.
+        mean, std: per-channel normalisation, (x - mean) / std.
+    """
+
+    channels: int
+    source_size: tuple[int, ...]
+    size: tuple[int, ...]
+    content: tuple[int, ...] | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) in [0, 1] at the source size -> (B, C, *size), normalised."""
+        x = x.float()
+        content = tuple(self.content or self.size)
+        if tuple(x.shape[2:]) != content:
+            mode = ("linear", "bilinear", "trilinear")[x.ndim - 3]
+            x = F.interpolate(x, size=content, mode=mode, align_corners=False).clamp_(0.0, 1.0)
+        pads: list[int] = []
+        for s, c in reversed(list(zip(self.size, content))):
+            pads += [(s - c) // 2, s - c - (s - c) // 2]
+        if any(pads):
+            x = F.pad(x, pads, value=0.0)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        return (x - mean) / std
+
+    def from_image(self, image: torch.Tensor) -> torch.Tensor:
+        """One image (C, *S) of any size in [0, 1] -> a model input (1, C, *size).
+
+        It is first brought to the data set's native size with area averaging (what a scanner
+        or the data set's own downsampling does), then through the training preprocessing."""
+        if image.shape[0] != self.channels:
+            if self.channels == 1:
+                image = image.mean(0, keepdim=True)
+            elif image.shape[0] == 1:
+                image = image.expand(self.channels, *image.shape[1:])
+            else:
+                raise ValueError(f"expected an image with 1 or {self.channels} channels, got {image.shape[0]}")
+        x = image.unsqueeze(0).float()
+        if tuple(x.shape[2:]) != tuple(self.source_size):
+            mode = ("linear", "bilinear", "trilinear")[x.ndim - 3]
+            x = F.interpolate(x, size=self.source_size, mode=mode, antialias=x.ndim == 4,
+                              align_corners=False).clamp_(0.0, 1.0)
+        return self(x)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def random_affine(x: torch.Tensor, max_shift: float = 0.0, scale: float = 0.0, shear: float = 0.0,
+                  rotate: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random planar affine distortions of a batch, one per sample, as LeCun et al. 1998 (§III.C)
+    used to enlarge MNIST: translations, scaling, squeezing and shearing (and rotation).
+
+    Args:
+        x: (B, C, *S) with 1 to 3 spatial axes.
+        max_shift: translation in pixels, up to this much per axis.
+        scale: each axis is scaled by a factor in [1 - scale, 1 + scale] independently, which
+            also squeezes (changes the aspect ratio).
+        shear: horizontal shear factor in [-shear, shear] (2-D and 3-D).
+        rotate: rotation in degrees in [-rotate, rotate] (2-D: in the plane; 3-D: about the depth axis).
+    """
+    b, spatial = x.shape[0], tuple(x.shape[2:])
+    n = len(spatial)
+    if n == 1:  # treat a signal as a 1-pixel-high image and distort only along it
+        out = random_affine(x.unsqueeze(2), max_shift, scale, 0.0, 0.0, generator)
+        return out.squeeze(2)
+    device = generator.device if generator is not None else torch.device("cpu")
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=generator, device=device) * 2 - 1).to(x.device, torch.float32)
+
+    # affine_grid maps output coordinates (x, y[, z], normalised to [-1, 1], last axis first)
+    # to input coordinates; build that matrix per sample.
+    theta = torch.zeros(b, n, n + 1, device=x.device)
+    theta[:, range(n), range(n)] = 1.0
+    if scale:
+        theta[:, range(n), range(n)] = 1.0 / (1.0 + scale * uniform(b, n))
+    if shear:
+        theta[:, 0, 1] = shear * uniform(b)
+    if rotate and n >= 2:
+        angle = torch.deg2rad(rotate * uniform(b))
+        c, s = torch.cos(angle), torch.sin(angle)
+        rot = torch.eye(n, device=x.device).repeat(b, 1, 1)
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = c, -s, s, c
+        theta[:, :, :n] = rot @ theta[:, :, :n]
+    if max_shift:
+        sizes = torch.tensor(spatial[::-1], device=x.device, dtype=torch.float32)  # (W, H[, D])
+        theta[:, :, n] = uniform(b, n) * max_shift * 2.0 / sizes
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,0 +1,31 @@
+"""N-d building blocks. The only package that picks Conv1d/2d/3d and friends by spatial_dims."""
+from .activations import ACTIVATIONS, ScaledTanh, get_act
+from .blocks import ConvNormAct, DropBlock, DropPath, SqueezeExcite, drop_path
+from .factory import (
+    SPATIAL_DIMS,
+    SameConv,
+    act,
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    avg_pool,
+    check_dims,
+    conv,
+    conv_class,
+    conv_transpose,
+    dropout,
+    max_pool,
+    norm,
+    ntuple,
+    pool,
+)
+from .normalization import ChannelLayerNorm, GlobalResponseNorm, LocalResponseNorm
+from .pooling import GlobalPool, TrainableSubsampling
+from .special import ConnectionTableConv, EuclideanRBF
+
+__all__ = [
+    "ACTIVATIONS", "SPATIAL_DIMS", "ChannelLayerNorm", "ConnectionTableConv", "EuclideanRBF", "ConvNormAct", "DropBlock", "DropPath",
+    "GlobalPool", "GlobalResponseNorm", "LocalResponseNorm", "SameConv", "ScaledTanh",
+    "SqueezeExcite", "TrainableSubsampling", "act", "adaptive_avg_pool", "adaptive_max_pool",
+    "avg_pool", "check_dims", "conv", "conv_class", "conv_transpose", "drop_path", "dropout",
+    "get_act", "max_pool", "norm", "ntuple", "pool",
+]

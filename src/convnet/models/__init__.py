@@ -1,0 +1,15 @@
+"""Model families and the registry."""
+from . import _families  # noqa: F401  (registers every family)
+from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo
+from ._registry import (
+    ModelEntry,
+    count_parameters,
+    create_model,
+    get_entry,
+    list_models,
+    model_info,
+    register,
+)
+
+__all__ = ["ClassifierHead", "ConvNetClassifier", "FeatureInfo", "ModelEntry", "count_parameters",
+           "create_model", "get_entry", "list_models", "model_info", "register"]

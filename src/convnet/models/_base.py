@@ -1,0 +1,95 @@
+"""The surface every convnet classifier shares.
+
+forward(x) = forward_head(forward_features(x)); forward_features returns (B, C, *S);
+forward_head(x, pre_logits=True) returns the pooled features the classifier sees;
+reset_classifier(num_classes) swaps the last layer; feature_info describes each stage.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import layers as L
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage's output: its channels, its reduction (the product of strides before it, i.e.
+    the jump between neighbouring units in input pixels) and the module that produces it."""
+
+    channels: int
+    reduction: int
+    module: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"channels": self.channels, "reduction": self.reduction, "module": self.module}
+
+
+class ClassifierHead(nn.Module):
+    """Global pooling, dropout, and a linear classifier (``fc``)."""
+
+    def __init__(self, in_features: int, num_classes: int, pool_type: str = "avg", drop_rate: float = 0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.pool = L.GlobalPool(pool_type, flatten=True)
+        self.drop = L.dropout(None, drop_rate)
+        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.pool(x))  # (B, C, *S) -> (B, C)
+        return x if pre_logits else self.fc(x)
+
+
+class ConvNetClassifier(nn.Module, abc.ABC):
+    """Base class: input checks and the forward split. Subclasses set ``spatial_dims``,
+    ``in_channels``, ``num_classes``, ``feature_info``, ``cam_layer`` and implement
+    ``forward_features``, ``forward_head`` and ``reset_classifier``."""
+
+    spatial_dims: int
+    in_channels: int
+    num_classes: int
+    feature_info: list[FeatureInfo]
+    cam_layer: str | None = None
+    # Set to a per-axis size by models whose layers only fit one input size (LeNet-5's C5).
+    fixed_input_size: int | None = None
+    default_cfg: dict[str, Any] = {}
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming expected and actual shape for input that cannot work."""
+        name = self.default_cfg.get("name", type(self).__name__)
+        axes = ("L",) if self.spatial_dims == 1 else ("H", "W") if self.spatial_dims == 2 else ("D", "H", "W")
+        expected = f"(B, {self.in_channels}, {', '.join(axes)})"
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"{name} (spatial_dims={self.spatial_dims}) expects input {expected}, "
+                             f"got a tensor of rank {x.ndim} with shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{name} expects {self.in_channels} input channel(s) {expected}, "
+                             f"got {x.shape[1]} in shape {tuple(x.shape)}")
+        if self.fixed_input_size is not None and any(s != self.fixed_input_size for s in x.shape[2:]):
+            size = (self.fixed_input_size,) * self.spatial_dims
+            raise ValueError(f"{name} expects spatial size {size}, got {tuple(x.shape[2:])} "
+                             f"(its layers fit exactly this size; resize or pad the input)")
+
+    @abc.abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, *S) -> the last feature map (B, C, *S')."""
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` outputs
+        (0 removes it: forward then returns pooled features)."""
+        self.head.reset(num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,18 @@
+"""Checkpoint files: convnet's safetensors + JSON format, and other libraries' state dicts."""
+from .checkpoint import (
+    CONFIG_NAME,
+    CONVERTERS,
+    WEIGHTS_NAME,
+    from_pretrained,
+    load_pretrained,
+    load_state,
+    load_tensors,
+    read_model_config,
+    save_pretrained,
+    save_tensors,
+)
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+__all__ = ["CONFIG_NAME", "CONVERTERS", "WEIGHTS_NAME", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "from_pretrained", "load_pretrained", "load_state", "load_tensors",
+           "read_json", "read_model_config", "save_pretrained", "save_tensors"]
