@@ -83,6 +83,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    if args.markdown:
+        print("| model | family | params | reference | year | paper |\n|---|---|---:|---:|---:|---|")
+        for r in rows:
+            ref = f"{r['reference_params']:,}" if r["reference_params"] else ""
+            print(f"| `{r['name']}` | {r['family']} | {r['params']:,} | {ref} | {r['year']} | {r['paper']} |")
+        return 0
     w = max(len(n) for n in names)
     print(f"{'name':<{w}}  {'family':<10}  {'params':>13}  year  paper")
     for r in rows:
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list registered models")
     m.add_argument("pattern", nargs="?", default="*")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--markdown", action="store_true", help="a Markdown table (the README's model table)")
     m.set_defaults(fn=cmd_models)
 
     s = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs")

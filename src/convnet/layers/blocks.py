@@ -74,7 +74,9 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
         return x
     keep = 1.0 - drop_prob
     mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
+    if keep > 0.0:  # drop_prob=1 drops every sample; dividing by 0 would give NaN
+        mask.div_(keep)
+    return x * mask
 
 
 class DropPath(nn.Module):

@@ -100,7 +100,7 @@ def conv(
     """
     if depthwise:
         groups = in_channels
-    if in_channels % groups or out_channels % groups:
+    if groups < 1 or in_channels % groups or out_channels % groups:
         raise ValueError(
             f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
             f"by groups ({groups})"

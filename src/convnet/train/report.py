@@ -18,7 +18,6 @@ import io
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,24 +26,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..weights.io import atomic_write_bytes
+
 __all__ = ["write_report"]
 
 MAX_FILTERS = 64
 MAX_MISCLASSIFIED = 32
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temp file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_figure(fig: Figure, path: pathlib.Path) -> pathlib.Path:
@@ -53,7 +40,7 @@ def _save_figure(fig: Figure, path: pathlib.Path) -> pathlib.Path:
         FigureCanvasAgg(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        _atomic_write(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     finally:
         fig.clear()
     return path
@@ -239,5 +226,5 @@ def write_report(
     written = {name: _save_figure(fig, out / f"{name}.png") for name, _, fig in figures}
     sections = [(heading, f"{name}.png") for name, heading, _ in figures]
     written["index"] = out / "index.html"
-    _atomic_write(written["index"], _index_html(title, metrics, sections).encode("utf-8"))
+    atomic_write_bytes(written["index"], _index_html(title, metrics, sections).encode("utf-8"))
     return written

@@ -128,7 +128,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: dict
     config = dict(config if config is not None else getattr(model, "model_config", {}))
     if "name" not in config:
         raise ValueError("save_pretrained needs the model config (a model made by create_model, or config=...)")
-    save_tensors(model.state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt", "convnet": "1"})
+    # One metadata key only: safetensors writes metadata from a hash map, so with two keys the
+    # same weights could give files that differ byte-wise.
+    save_tensors(model.state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
     atomic_write_json(directory / CONFIG_NAME, {"model": config})
     return directory
 

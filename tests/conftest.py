@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from convnet.models import create_model, get_entry
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_model(name: str, spatial_dims: int = 2, in_channels: int = 2, num_classes: int = 5, **kw):
+    """A registered model at the small size its family declares for tests."""
+    entry = get_entry(name)
+    return create_model(name, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
+                        **{**entry.extra.get("tiny", {}), **kw})
+
+
+def input_size(name: str, default: int = 32) -> int:
+    entry = get_entry(name)
+    return entry.input_size if entry.fixed_input_size else default
