@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from ..data import DataSplits, load_data
 from ..data.transforms import random_affine
 from ..models import count_parameters, create_model
-from ..weights import WEIGHTS_NAME, atomic_write_json, read_json, save_pretrained
+from ..weights import WEIGHTS_NAME, atomic_write_json, read_json, save_tensors
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
 from .optim import build_optimizer, build_scheduler
@@ -214,8 +215,9 @@ class Trainer:
             val = evaluate(self.model, data.val, self.device, cfg.eval_batch_size)
             state.epoch = epoch + 1
             state.train_s += time.perf_counter() - t0
-            if not np.isnan(val["acc"]) and not (state.best_val_acc >= val["acc"]):
-                state.best_val_acc = val["acc"]
+            acc, best = val["acc"], state.best_val_acc  # NaN: no validation split / none yet
+            if not math.isnan(acc) and (math.isnan(best) or acc > best):
+                state.best_val_acc = acc
             row = {"epoch": state.epoch, "step": state.step, **row, "val_loss": val["loss"], "val_acc": val["acc"],
                    "lr": self.optimizer.param_groups[0]["lr"]}
             history.append(row)
@@ -246,11 +248,8 @@ class Trainer:
 
     def _finish(self, data: DataSplits, state: RunState, history: list[dict]) -> dict[str, Any]:
         test = evaluate(self.model, data.test, self.device, self.cfg.eval_batch_size)
-        save_pretrained(self.model, self.run_dir / "_model_tmp")
-        os.replace(self.run_dir / "_model_tmp" / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
-        for leftover in (self.run_dir / "_model_tmp").iterdir():
-            leftover.unlink()
-        (self.run_dir / "_model_tmp").rmdir()
+        # config.json (written at the start) already holds the model section from_pretrained reads.
+        save_tensors(self.model.state_dict(), self.run_dir / WEIGHTS_NAME)
         summary = {
             "model": self.cfg.model.name,
             "data": data.name,

@@ -30,7 +30,11 @@ CONVERTERS: list[Converter] = []
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
                  metadata: dict[str, str] | None = None) -> Path:
     """Write tensors as a safetensors file, atomically. Shared or strided tensors are copied to
-    contiguous memory first (safetensors refuses aliases)."""
+    contiguous memory first (safetensors refuses aliases).
+
+    Keep ``metadata`` to one key: safetensors writes it from a hash map, so with two keys the
+    same tensors could give files that differ byte-wise."""
+    metadata = {"format": "pt"} if metadata is None else metadata
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     return atomic_write_bytes(path, st_save(plain, metadata=metadata))
 
@@ -128,9 +132,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: dict
     config = dict(config if config is not None else getattr(model, "model_config", {}))
     if "name" not in config:
         raise ValueError("save_pretrained needs the model config (a model made by create_model, or config=...)")
-    # One metadata key only: safetensors writes metadata from a hash map, so with two keys the
-    # same weights could give files that differ byte-wise.
-    save_tensors(model.state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
+    save_tensors(model.state_dict(), directory / WEIGHTS_NAME)
     atomic_write_json(directory / CONFIG_NAME, {"model": config})
     return directory
 
