@@ -24,6 +24,8 @@ def test_forward_backward_and_surface(name, spatial_dims):
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
     assert not no_grad, f"parameters without gradient: {no_grad}"
 
+    model.eval()  # dropout off: forward must equal forward_head(forward_features)
+    out = model(x)
     feats = model.forward_features(x)
     assert feats.ndim == 2 + spatial_dims
     assert feats.shape[1] == model.feature_info[-1].channels

@@ -1,2 +1,2 @@
 """Imports every family module so that their registrations run."""
-from . import lenet, resnet  # noqa: F401
+from . import lenet, resnet, vgg  # noqa: F401
