@@ -1,7 +1,5 @@
 """The Trainer: config, schedules, a short end-to-end run, exact resume, the default job."""
 import json
-import math
-import warnings
 
 import pytest
 import torch

@@ -104,15 +104,10 @@ def _folder_tensors(root: Path, image_size: int, mode: str | None) -> tuple[torc
     import torch.nn.functional as F
 
     folder = ImageFolder(root, mode=mode)
-    images, channels = [], None
-    for path, _ in folder.samples:
-        img, _ = folder[len(images)]
-        channels = channels or img.shape[0]
-        if img.shape[0] != channels:  # mixed gray and colour: bring all to RGB
-            img = img.expand(3, *img.shape[1:]) if img.shape[0] == 1 else img
-            channels = 3
-        images.append(F.interpolate(img.unsqueeze(0), size=(image_size, image_size), mode="bilinear",
-                                    antialias=True, align_corners=False)[0])
+    images = [F.interpolate(folder[i][0].unsqueeze(0), size=(image_size, image_size), mode="bilinear",
+                            antialias=True, align_corners=False)[0] for i in range(len(folder))]
+    # A folder mixing gray and colour images (mode=None keeps each as it is) becomes RGB.
+    channels = max(im.shape[0] for im in images)
     images = [im.expand(channels, *im.shape[1:]) for im in images]
     return torch.stack(images).clamp_(0, 1), torch.tensor(folder.targets), folder.classes, channels
 

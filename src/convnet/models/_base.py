@@ -25,9 +25,6 @@ class FeatureInfo:
     reduction: int
     module: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"channels": self.channels, "reduction": self.reduction, "module": self.module}
-
 
 class ClassifierHead(nn.Module):
     """Global pooling, dropout, and a linear classifier (``fc``)."""

@@ -139,7 +139,6 @@ class ResNet(ConvNetClassifier):
             reduction *= stride
             self.stages.append(Stage(blocks))
             self.feature_info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
-        self.num_features = channels
         self.head = ClassifierHead(channels, num_classes, drop_rate=drop_rate)
         self.cam_layer = f"stages.{len(spec.layers) - 1}"
         self._init_weights()
