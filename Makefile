@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # torch first: the CPU wheel pinned here keeps pip from pulling a CUDA build for `torch>=`.
 TORCH  ?= torch==2.13.0
+# Test oracles only (never imported by convnet): their model code checks our checkpoint
+# converters. --no-deps: their wheels would otherwise replace the CPU torch with a CUDA build.
+ORACLES ?= torchvision==0.29.2 timm==1.0.31
 
 .PHONY: run test test-fast bench lint clean
 
@@ -16,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(ORACLES)
 	touch $@
 
 run: $(VENV)/.installed

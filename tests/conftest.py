@@ -17,5 +17,7 @@ def tiny_model(name: str, spatial_dims: int = 2, in_channels: int = 2, num_class
 
 
 def input_size(name: str, default: int = 32) -> int:
+    """The per-axis input the contract tests feed: the fixed size, the family's declared
+    ``extra["test_input"]`` (for stems of unpadded convolutions), or ``default``."""
     entry = get_entry(name)
-    return entry.input_size if entry.fixed_input_size else default
+    return entry.input_size if entry.fixed_input_size else entry.extra.get("test_input", default)

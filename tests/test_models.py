@@ -68,7 +68,8 @@ def test_feature_info_matches_feature_maps(name, spatial_dims):
     # The reduction is the jump between neighbouring outputs in input pixels: growing the
     # input by R pixels grows a map of reduction r by R / r, whatever the padding.
     r_max = max(i.reduction for i in info)
-    small, large = run(r_max), run(2 * r_max)
+    start = max(r_max, input_size(name))
+    small, large = run(start), run(start + r_max)
     for i in info:
         assert small[i.module][1] == large[i.module][1] == i.channels, i.module
         for a, b in zip(small[i.module][2:], large[i.module][2:]):

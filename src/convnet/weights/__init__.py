@@ -11,8 +11,9 @@ from .checkpoint import (
     save_pretrained,
     save_tensors,
 )
+from .keymaps import KEYMAPS, KeyMap, register_keymap
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
-__all__ = ["CONFIG_NAME", "CONVERTERS", "WEIGHTS_NAME", "atomic_write_bytes", "atomic_write_json",
+__all__ = ["CONFIG_NAME", "CONVERTERS", "KEYMAPS", "KeyMap", "register_keymap", "WEIGHTS_NAME", "atomic_write_bytes", "atomic_write_json",
            "atomic_write_text", "from_pretrained", "load_pretrained", "load_state", "load_tensors",
            "read_json", "read_model_config", "save_pretrained", "save_tensors"]

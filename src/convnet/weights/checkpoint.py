@@ -15,6 +15,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from . import keymaps
 from .io import atomic_write_bytes, atomic_write_json, read_json
 
 WEIGHTS_NAME = "model.safetensors"
@@ -24,7 +25,7 @@ CONFIG_NAME = "config.json"
 # A converter takes (state_dict, model) and returns a state dict in convnet's layout, or None if
 # the layout is not its own.
 Converter = Callable[[dict[str, torch.Tensor], nn.Module], "dict[str, torch.Tensor] | None"]
-CONVERTERS: list[Converter] = []
+CONVERTERS: list[Converter] = [keymaps.convert]
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
