@@ -792,3 +792,25 @@ def test_euclidean_rbf():
     # The buffer is a copy, not a view of the caller's tensor.
     protos.zero_()
     torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-3)
+
+
+def test_same_pool_matches_ceil_mode_pooling_at_even_sizes():
+    # "Same" max pooling equals Caffe's ceil-mode 3x3/2 at even sizes (BN-Inception at 224) ...
+    x = torch.randn(2, 4, 28, 28)
+    torch.testing.assert_close(L.SamePool("max", 2, 3, 2)(x), nn.MaxPool2d(3, 2, ceil_mode=True)(x))
+    # ... and gives ceil(in / stride) at odd sizes, as a stride-2 pad-1 convolution does.
+    assert L.SamePool("max", 2, 3, 2)(torch.randn(1, 1, 27, 27)).shape[-1] == 14
+
+
+def test_same_pool_average_of_real_inputs_in_3d_on_small_inputs():
+    # torch's avg_pool3d refuses inputs smaller than its kernel; SamePool pads explicitly, and
+    # count_include_pad=False divides by the real inputs of each window.
+    pool = L.SamePool("avg", 3, 3, 1, count_include_pad=False)
+    x = torch.randn(2, 3, 4, 5, 3)
+    torch.testing.assert_close(pool(x), F.avg_pool3d(x, 3, 1, 1, count_include_pad=False))
+    for s in (1, 2):
+        y = torch.randn(1, 2, s, s, s)
+        torch.testing.assert_close(pool(y), y.mean((2, 3, 4), keepdim=True).expand_as(y))
+    zeros_count = L.SamePool("avg", 2, 3, 1)
+    x2 = torch.randn(1, 1, 5, 5)
+    torch.testing.assert_close(zeros_count(x2), F.avg_pool2d(x2, 3, 1, 1, count_include_pad=True))

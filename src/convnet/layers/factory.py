@@ -71,8 +71,10 @@ class SameConv(nn.Module):
         c = self.conv
         pads: list[int] = []
         # F.pad takes the last dimension first.
-        for size, k, s, d in reversed(list(zip(x.shape[2:], c.kernel_size, c.stride, c.dilation))):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        # An inflated convolution pads its own time axis (layers.inflation.InflatedConv).
+        own_time = 1 if getattr(c, "time_pad", None) is not None else 0
+        for axis, (size, k, s, d) in reversed(list(enumerate(zip(x.shape[2:], c.kernel_size, c.stride, c.dilation)))):
+            total = 0 if axis < own_time else max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]
         return c(F.pad(x, pads))
 

@@ -1,10 +1,13 @@
 """Pooling layers beyond torch's: global pooling in any dimension, LeNet's subsampling."""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .factory import avg_pool, ntuple
+from .factory import avg_pool, ntuple, pool
 
 
 class GlobalPool(nn.Module):
@@ -44,3 +47,40 @@ class TrainableSubsampling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return self.window(x) * self.area * self.weight.view(shape) + self.bias.view(shape)
+
+
+class SamePool(nn.Module):
+    """Max or average pooling with TensorFlow's "same" rule: out = ceil(in / stride), the far
+    side taking the odd pixel; at stride 1 and kernel 3 this is the usual 3x3/1 pad-1 pooling.
+
+    The padding is explicit (computed at call time from the wrapped pool's kernel and stride)
+    because torch's 3-D average pool refuses inputs smaller than its kernel whatever the
+    padding, which Inception's late stages reach in 3-D; reading the pool at call time also
+    keeps it right after inflation (layers.inflation), where the pool's time extent is 1.
+
+    Args:
+        count_include_pad: for "avg", whether padded zeros count in the mean (Caffe's and
+            torch's default) or only the real inputs do (TensorFlow's "SAME" average, timm's
+            ``count_include_pad=False``).
+    """
+
+    def __init__(self, pool_type: str, spatial_dims: int, kernel_size: int = 3, stride: int = 1,
+                 count_include_pad: bool = True):
+        super().__init__()
+        if pool_type not in ("max", "avg"):
+            raise ValueError(f"SamePool pool_type must be 'max' or 'avg', got {pool_type!r}")
+        self.pool = pool(pool_type, spatial_dims, kernel_size, stride)
+        self.fill = float("-inf") if pool_type == "max" else 0.0
+        self.real_only = pool_type == "avg" and not count_include_pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.ndim - 2
+        kernel, stride = ntuple(self.pool.kernel_size, d), ntuple(self.pool.stride, d)
+        pads: list[int] = []
+        for size, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):  # F.pad: last axis first
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        out = self.pool(F.pad(x, pads, value=self.fill))
+        if self.real_only:  # divide by the share of real inputs in each window
+            out = out / self.pool(F.pad(torch.ones_like(x[:1, :1]), pads))
+        return out

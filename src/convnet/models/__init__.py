@@ -1,6 +1,7 @@
 """Model families and the registry."""
 from . import _families  # noqa: F401  (registers every family)
 from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo
+from ._inflate import inflate
 from ._registry import (
     ModelEntry,
     count_parameters,
@@ -12,4 +13,4 @@ from ._registry import (
 )
 
 __all__ = ["ClassifierHead", "ConvNetClassifier", "FeatureInfo", "ModelEntry", "count_parameters",
-           "create_model", "get_entry", "list_models", "model_info", "register"]
+           "create_model", "get_entry", "inflate", "list_models", "model_info", "register"]

@@ -56,6 +56,7 @@ class ConvNetClassifier(nn.Module, abc.ABC):
     cam_layer: str | None = None
     # Set to a per-axis size by models whose layers only fit one input size (LeNet-5's C5).
     fixed_input_size: int | None = None
+    fixed_input_axes: int | None = None  # how many trailing axes fixed_input_size applies to (None: all)
     default_cfg: dict[str, Any] = {}
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -69,8 +70,10 @@ class ConvNetClassifier(nn.Module, abc.ABC):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{name} expects {self.in_channels} input channel(s) {expected}, "
                              f"got {x.shape[1]} in shape {tuple(x.shape)}")
-        if self.fixed_input_size is not None and any(s != self.fixed_input_size for s in x.shape[2:]):
-            size = (self.fixed_input_size,) * self.spatial_dims
+        # After inflation (models.inflate) time is free and only height and width are fixed.
+        fixed = x.shape[2:] if self.fixed_input_axes is None else x.shape[x.ndim - self.fixed_input_axes:]
+        if self.fixed_input_size is not None and any(s != self.fixed_input_size for s in fixed):
+            size = (self.fixed_input_size,) * len(fixed)
             raise ValueError(f"{name} expects spatial size {size}, got {tuple(x.shape[2:])} "
                              f"(its layers fit exactly this size; resize or pad the input)")
 
@@ -90,3 +93,27 @@ class ConvNetClassifier(nn.Module, abc.ABC):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.forward_head(self.forward_features(x))
+
+
+class Stage(nn.Module):
+    """A run of blocks at one resolution (``blocks``), the unit ``feature_info`` points at."""
+
+    def __init__(self, blocks: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+def init_he(model: nn.Module) -> None:
+    """The initialisation of the ResNet line (He et al. 2015): convolutions N(0, 2 / fan_out),
+    zero conv biases, norms with weight 1 and bias 0. Linear layers keep torch's default."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

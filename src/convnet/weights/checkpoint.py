@@ -156,6 +156,11 @@ def from_pretrained(directory: str | os.PathLike, **kwargs: Any) -> nn.Module:
     overrides = dict(cfg.get("overrides") or {})
     # JSON has no tuples; specs use tuples for per-stage settings.
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    model = create_model(cfg["name"], spatial_dims=cfg.get("spatial_dims", 2), in_channels=cfg.get("in_channels"),
-                         num_classes=cfg.get("num_classes"), **overrides, **kwargs)
+    inflated = cfg.get("inflate")
+    model = create_model(cfg["name"], spatial_dims=2 if inflated else cfg.get("spatial_dims", 2),
+                         in_channels=cfg.get("in_channels"), num_classes=cfg.get("num_classes"), **overrides, **kwargs)
+    if inflated:  # a 2-D model inflated to 3-D (models.inflate): rebuild it the same way
+        from ..models import inflate
+
+        model = inflate(model, **inflated)
     return load_pretrained(model, directory)
