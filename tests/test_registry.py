@@ -30,7 +30,7 @@ def test_unknown_name_suggests_close_ones():
 
 
 def test_list_models_pattern():
-    assert list_models("lenet*") == ["lenet5", "lenet5_modern"]
+    assert list_models("lenet*") == ["lenet1", "lenet5", "lenet5_modern"]
     assert "resnet18" in list_models("resnet*")
     assert list_models("nothing*") == []
     assert list_models() == sorted(list_models())

@@ -11,6 +11,22 @@ That is 60,000 trainable parameters: C1 156, S2 12, C3 1,516, S4 32, C5 48,120, 
 
 ``lenet5_modern`` keeps the layout and modernises the parts: ReLU, max pooling, a full C3 and
 a linear classifier.
+
+LeNet-1: Y. LeCun, B. Boser, J. S. Denker, D. Henderson, R. E. Howard, W. Hubbard, L. D. Jackel,
+"Handwritten digit recognition with a back-propagation network", Advances in NIPS 2 (1989
+conference, 1990), pp. 396-404; named LeNet-1 in the comparison of LeCun et al. 1995
+("Learning algorithms for classification: a comparison on handwritten digit recognition"),
+repeated in the 1998 paper. (The Neural Computation 1(4) paper of 1989, "Backpropagation applied
+to handwritten zip code recognition", is its predecessor: a 16x16 input, strided convolutions,
+no subsampling layers, 9,760 parameters.) The layers: a 28x28 input (the digit normalised to
+16x16 and centred in it); H1, 4 maps of 5x5 convolutions (24x24); H2, trainable 2x2 averaging
+(12x12); H3, 12 maps of 5x5 convolutions (8x8) where each map sees one or two H2 maps (Table 1,
+p. 400: 20 of the 48 possible connections, two almost independent modules); H4, like H2 (4x4);
+10 output units fully connected to H4's 192 units. Parameters: H1 4 * (25 + 1) = 104, H2 4 * 2 =
+8, H3 20 * 25 + 12 = 512, H4 12 * 2 = 24, output 10 * (192 + 1) = 1,930: 2,578, the "2578
+independent parameters" of p. 402 (the 1995 comparison's "about 2,600"). The paper's output units
+are squashed and trained towards +-1 targets with mean squared error; ours are linear logits for
+cross-entropy (the same parameters).
 """
 from __future__ import annotations
 
@@ -69,6 +85,24 @@ def rbf_prototypes(num_classes: int, features: int = 84) -> torch.Tensor:
     return torch.randint(0, 2, (num_classes, features), generator=g).float() * 2 - 1
 
 
+@torch.no_grad()
+def init_fan_in_uniform(model: nn.Module) -> None:
+    """LeCun's initialisation (1998, Appendix C; already in the 1989 papers): weights uniform in
+    [-2.4/F, 2.4/F], F the fan-in of the unit, which keeps the weighted sums in the squashing
+    function's useful range; zero biases."""
+    for m in model.modules():
+        if isinstance(m, L.ConnectionTableConv):
+            bound = (2.4 / m.fan_in)[m.out_index].view(-1, *([1] * m.spatial_dims))
+            m.weight.uniform_(-1, 1).mul_(bound)
+        elif isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, L.TrainableSubsampling)):
+            # A subsampling unit's fan-in is its window: one shared coefficient per input.
+            fan_in = m.area if isinstance(m, L.TrainableSubsampling) else m.weight[0].numel()
+            nn.init.uniform_(m.weight, -2.4 / fan_in, 2.4 / fan_in)
+        else:
+            continue
+        nn.init.zeros_(m.bias)
+
+
 @dataclass(frozen=True)
 class LeNetSpec:
     """One row of the LeNet spec table. ``partial_c3`` uses Table I; ``pool`` is ``subsample``
@@ -113,7 +147,9 @@ class LeNetHead(nn.Module):
         self.output = self._make_output(num_classes)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.act(self.f6(x.flatten(1)))  # (B, C5, 1, ...) -> (B, F6)
+        # C5's maps are 1x1 at the fixed input; the mean only matters for an inflated (3-D)
+        # LeNet, whose free time axis it pools.
+        x = self.act(self.f6(x.flatten(2).mean(2)))  # (B, C5, 1, ...) -> (B, F6)
         if pre_logits:
             return x
         out = self.output(x)
@@ -167,21 +203,100 @@ class LeNet(ConvNetClassifier):
         if spec.init == "paper":
             self._init_paper()
 
-    @torch.no_grad()
     def _init_paper(self) -> None:
-        # Appendix C: weights uniform in [-2.4/F, 2.4/F], F the fan-in of the unit, which keeps
-        # the weighted sums in the squashing function's useful range.
-        for m in self.modules():
-            if isinstance(m, L.ConnectionTableConv):
-                bound = (2.4 / m.fan_in)[m.out_index].view(-1, *([1] * m.spatial_dims))
-                m.weight.uniform_(-1, 1).mul_(bound)
-            elif isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, L.TrainableSubsampling)):
-                # A subsampling unit's fan-in is its window: one shared coefficient per input.
-                fan_in = m.area if isinstance(m, L.TrainableSubsampling) else m.weight[0].numel()
-                nn.init.uniform_(m.weight, -2.4 / fan_in, 2.4 / fan_in)
-            else:
-                continue
-            nn.init.zeros_(m.bias)
+        init_fan_in_uniform(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+# LeNet-1's Table 1 (NIPS 2, p. 400): the H2 maps (0-3) that each of H3's 12 maps sees. Maps
+# 0-5 read H2 maps 0 and 1, maps 6-11 read 2 and 3 (two modules); in each module the first and
+# fourth see a single map.
+H3_TABLE: tuple[tuple[int, ...], ...] = (
+    (0,), (0, 1), (0, 1), (1,), (0, 1), (0, 1),
+    (2,), (2, 3), (2, 3), (3,), (2, 3), (2, 3),
+)
+
+
+@dataclass(frozen=True)
+class LeNet1Spec:
+    """LeNet-1's layout. ``partial_h3`` uses Table 1 (else H3 sees every H2 map); ``pool`` is
+    ``subsample`` (trainable averaging, the paper) or ``avg``/``max``."""
+
+    h1: int = 4
+    h3: int = 12
+    kernel_size: int = 5
+    input_size: int = 28
+    partial_h3: bool = True
+    pool: str = "subsample"
+    act_layer: str = "scaled_tanh"
+    init: str = "paper"  # "paper": uniform(+-2.4/fan_in); "torch": PyTorch's defaults
+
+
+class LeNet1Head(nn.Module):
+    """The output layer: every unit of H4 to each of the classes (``fc``)."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.in_features = in_features
+        self.reset(num_classes)
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.flatten(1)  # (B, H3, 4, ...) -> (B, H3 * 4^d)
+        return x if pre_logits else self.fc(x)
+
+
+class LeNet1(ConvNetClassifier):
+    """LeNet-1 in 1, 2 or 3 dims. H1..H4 are ``features.h1`` ... ``features.h4``."""
+
+    def __init__(self, spec: LeNet1Spec = LeNet1Spec(), spatial_dims: int = 2, in_channels: int = 1,
+                 num_classes: int = 10):
+        super().__init__()
+        self.spec = spec
+        self.spatial_dims = d = L.check_dims(spatial_dims)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        k = spec.kernel_size
+        # The output layer is fully connected to H4, so the net fits one input size only.
+        self.fixed_input_size = spec.input_size
+        h4_size = ((spec.input_size - k + 1) // 2 - k + 1) // 2
+        if h4_size < 1:
+            raise ValueError(f"LeNet-1 needs an input of at least {4 * k - 2}, got {spec.input_size}")
+
+        def pool(channels: int) -> nn.Module:
+            if spec.pool == "subsample":
+                return L.pool("subsample", d, 2, channels=channels)
+            return L.pool(spec.pool, d, 2)
+
+        if spec.partial_h3:
+            if spec.h1 != 4 or spec.h3 != len(H3_TABLE):
+                raise ValueError("LeNet-1's connection table (Table 1) needs h1=4 and h3=12")
+            h3: nn.Module = L.ConnectionTableConv(d, spec.h1, H3_TABLE, k)
+        else:
+            h3 = L.conv(d, spec.h1, spec.h3, k, padding=0)
+        self.features = nn.Sequential()
+        self.features.add_module("h1", L.conv(d, in_channels, spec.h1, k, padding=0))
+        self.features.add_module("act1", L.get_act(spec.act_layer))
+        self.features.add_module("h2", pool(spec.h1))
+        self.features.add_module("act2", L.get_act(spec.act_layer))
+        self.features.add_module("h3", h3)
+        self.features.add_module("act3", L.get_act(spec.act_layer))
+        self.features.add_module("h4", pool(spec.h3))
+        self.features.add_module("act4", L.get_act(spec.act_layer))
+        self.head = LeNet1Head(spec.h3 * h4_size ** d, num_classes)
+        self.feature_info = [
+            FeatureInfo(spec.h1, 1, "features.h1"),
+            FeatureInfo(spec.h1, 2, "features.h2"),
+            FeatureInfo(spec.h3, 2, "features.h3"),
+            FeatureInfo(spec.h3, 4, "features.h4"),
+        ]
+        self.cam_layer = "features.h3"
+        if spec.init == "paper":
+            init_fan_in_uniform(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -195,3 +310,12 @@ register("lenet5", LeNet, LeNetSpec(), reference_params=60_000,
          reference="LeCun et al. 1998, §II.B (C1 156, S2 12, C3 1516, S4 32, C5 48120, F6 10164)", **_COMMON)
 register("lenet5_modern", LeNet,
          LeNetSpec(partial_c3=False, pool="max", act_layer="relu", head="linear", init="torch"), **_COMMON)
+
+_PAPER_1989 = ("LeCun, Boser, Denker, Henderson, Howard, Hubbard, Jackel. Handwritten digit recognition "
+               "with a back-propagation network. Advances in NIPS 2, 1989")
+register("lenet1", LeNet1, LeNet1Spec(), family="lenet", paper=_PAPER_1989, year=1989, in_channels=1,
+         num_classes=10, input_size=28, mean=(0.0,), std=(1.0,), fixed_input_size=True,
+         reference_params=2_578,
+         reference="LeCun et al., NIPS 2, p. 402 ('2578 independent parameters'; LeCun et al. 1995: "
+                   "'about 2,600'): H1 104, H2 8, H3 512, H4 24, output 1930",
+         extra={"tiny": {}})
