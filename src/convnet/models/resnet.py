@@ -1,11 +1,25 @@
 """ResNet: K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition",
-CVPR 2016 (arXiv:1512.03385).
+CVPR 2016 (arXiv:1512.03385), and the post-activation descendants that share its layout.
 
-Layout of torchvision's reference implementation: a 7x7/2 stem and 3x3/2 max pool, four
+ImageNet layout of torchvision's reference implementation: a 7x7/2 stem and 3x3/2 max pool, four
 stages of residual blocks (basic: two 3x3 convs; bottleneck: 1x1, 3x3, 1x1 with 4x expansion),
 projection shortcuts (1x1 conv + BN, "option B") where the shape changes, global average pool
 and a linear classifier. The stride of a bottleneck sits in its 3x3 conv (torchvision's "V1.5",
 more accurate); ``stride_in_1x1=True`` puts it in the first 1x1 as in the paper.
+
+CIFAR layout (§4.2): one 3x3 conv of 16 filters, three stages of n basic blocks on 16, 32, 64
+channels (maps of 32, 16, 8), 6n+2 layers in all, and "option A" shortcuts: identity, with
+stride-2 subsampling and zero-padded extra channels where the shape changes, so that "all
+shortcuts are parameter-free" (§4.2, Table 6).
+
+Relatives built from the same blocks (rows of the spec table below):
+- ResNeXt (S. Xie, R. Girshick, P. Dollar, Z. Tu, K. He, "Aggregated Residual Transformations for
+  Deep Neural Networks", CVPR 2017): grouped 3x3 convs, ``groups`` x ``width_per_group``.
+- Wide ResNet-50-2/101-2 (S. Zagoruyko, N. Komodakis, "Wide Residual Networks", BMVC 2016), as
+  torchvision has them: bottlenecks with twice the inner width.
+- SE-ResNet/SE-ResNeXt (J. Hu, L. Shen, G. Sun, "Squeeze-and-Excitation Networks", CVPR 2018):
+  a squeeze-and-excitation gate (reduction r = 16, §6.1) on the residual branch after its last
+  BN, before the addition (Fig. 3), in timm's layout.
 """
 from __future__ import annotations
 
@@ -15,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import layers as L
-from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo
+from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo, Stage, init_he
 from ._registry import register
 
 
@@ -31,10 +45,25 @@ class ResNetSpec:
     width_per_group: int = 64
     stride_in_1x1: bool = False
     zero_init_residual: bool = False
+    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max pool; "cifar": one 3x3 conv
+    shortcut: str = "B"  # "A": parameter-free (subsample + zero channels); "B": 1x1 projection
+    se_ratio: float = 0.0  # squeeze-and-excitation reduction 1/r; 0 for none
+
+
+def se_channels(channels: int, ratio: float, divisor: int = 8) -> int:
+    """The SE bottleneck width: channels * ratio rounded to a multiple of ``divisor`` (timm's
+    rule; C/16 of every standard width is already a multiple of 8, so this is Hu et al.'s C/r)."""
+    return max(divisor, int(channels * ratio + divisor / 2) // divisor * divisor)
+
+
+def _se(spatial_dims: int, channels: int, spec: ResNetSpec) -> nn.Module:
+    if not spec.se_ratio:
+        return nn.Identity()
+    return L.SqueezeExcite(spatial_dims, channels, rd_channels=se_channels(channels, spec.se_ratio))
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions and an identity (or projection) shortcut."""
+    """Two 3x3 convolutions (an SE gate after the second BN if the spec asks) and a shortcut."""
 
     expansion = 1
 
@@ -42,11 +71,13 @@ class BasicBlock(nn.Module):
                  act_layer: str = "relu", norm_layer: str = "batch", drop_path: float = 0.0,
                  spec: ResNetSpec | None = None):
         super().__init__()
+        spec = spec or ResNetSpec()
         out_channels = width * self.expansion
         d = spatial_dims
         self.conv1 = L.ConvNormAct(d, in_channels, width, 3, stride, norm_layer=norm_layer, act_layer=act_layer)
         self.conv2 = L.ConvNormAct(d, width, out_channels, 3, norm_layer=norm_layer, act_layer=None)
-        self.shortcut = _shortcut(d, in_channels, out_channels, stride, norm_layer)
+        self.se = _se(d, out_channels, spec)
+        self.shortcut = _shortcut(d, in_channels, out_channels, stride, norm_layer, spec.shortcut)
         self.drop_path = L.DropPath(drop_path)
         self.act = L.get_act(act_layer, inplace=True)
 
@@ -54,11 +85,11 @@ class BasicBlock(nn.Module):
         return self.conv2.norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop_path(self.conv2(self.conv1(x))) + self.shortcut(x))
+        return self.act(self.drop_path(self.se(self.conv2(self.conv1(x)))) + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4, and a shortcut."""
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4, an optional SE gate, a shortcut."""
 
     expansion = 4
 
@@ -75,7 +106,8 @@ class Bottleneck(nn.Module):
         self.conv2 = L.ConvNormAct(d, mid, mid, 3, s3, groups=spec.groups, norm_layer=norm_layer,
                                    act_layer=act_layer)
         self.conv3 = L.ConvNormAct(d, mid, out_channels, 1, norm_layer=norm_layer, act_layer=None)
-        self.shortcut = _shortcut(d, in_channels, out_channels, stride, norm_layer)
+        self.se = _se(d, out_channels, spec)
+        self.shortcut = _shortcut(d, in_channels, out_channels, stride, norm_layer, spec.shortcut)
         self.drop_path = L.DropPath(drop_path)
         self.act = L.get_act(act_layer, inplace=True)
 
@@ -83,27 +115,82 @@ class Bottleneck(nn.Module):
         return self.conv3.norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop_path(self.conv3(self.conv2(self.conv1(x)))) + self.shortcut(x))
+        branch = self.se(self.conv3(self.conv2(self.conv1(x))))
+        return self.act(self.drop_path(branch) + self.shortcut(x))
 
 
-def _shortcut(spatial_dims: int, in_channels: int, out_channels: int, stride: int, norm_layer: str) -> nn.Module:
+class ZeroPadShortcut(nn.Module):
+    """Option A (§3.3, §4.2): the identity, subsampled by ``stride`` along every spatial axis
+    and widened with zero channels; no parameters. The zeros are split around the input channels
+    (half before, half after) as in the widely used CIFAR reimplementation
+    akamaster/pytorch_resnet_cifar10 (whose counts the spec table pins); the paper does not say
+    where the zeros go, and fb.resnet.torch appends them."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"option A shortcut cannot reduce channels ({in_channels} -> {out_channels})")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.time_axis = False  # set by inflation: the first spatial axis is time, never strided
+
+    def inflated(self, time_kernel: int) -> ZeroPadShortcut:
+        """The 3-D counterpart for layers.inflate_module: time is kept, as inflated convs keep it."""
+        new = ZeroPadShortcut(self.in_channels, self.out_channels, self.stride)
+        new.time_axis = True
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, C, *S) -> (B, C, *ceil(S / stride)): the same grid as a 3x3/stride conv, padding 1.
+        strided = (slice(None, None, self.stride),) * (x.ndim - 2 - self.time_axis)
+        x = x[(slice(None), slice(None)) + (slice(None),) * self.time_axis + strided]
+        extra = self.out_channels - self.in_channels
+        if not extra:
+            return x
+        before = extra // 2
+        shape = list(x.shape)
+        zeros = [x.new_zeros([shape[0], n] + shape[2:]) for n in (before, extra - before)]
+        return torch.cat([zeros[0], x, zeros[1]], dim=1)  # (B, out_channels, *S')
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+def _shortcut(spatial_dims: int, in_channels: int, out_channels: int, stride: int, norm_layer: str,
+              kind: str = "B") -> nn.Module:
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
+    if kind == "A":
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    if kind != "B":
+        raise ValueError(f"shortcut must be 'A' (zero padding) or 'B' (projection), got {kind!r}")
     return L.ConvNormAct(spatial_dims, in_channels, out_channels, 1, stride, norm_layer=norm_layer, act_layer=None)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-class Stage(nn.Module):
-    """A run of blocks at one resolution; the first may stride and project."""
-
-    def __init__(self, blocks: list[nn.Module]):
-        super().__init__()
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
+def make_stages(spatial_dims: int, spec: ResNetSpec, block_cls: type[nn.Module], reduction: int,
+                act_layer: str, norm_layer: str, drop_path_rate: float) -> tuple[nn.ModuleList, list[FeatureInfo], int]:
+    """The residual stages after a stem of ``spec.stem_width`` channels and the given reduction:
+    stage i holds ``spec.layers[i]`` blocks, the first of stages 2.. strides by 2. Returns the
+    stages, their feature_info and the output channels."""
+    total_blocks = sum(spec.layers)
+    channels, index = spec.stem_width, 0
+    stages, info = nn.ModuleList(), []
+    for i, (depth, width) in enumerate(zip(spec.layers, spec.widths)):
+        stride = 1 if i == 0 else 2
+        blocks = []
+        for j in range(depth):
+            # Stochastic depth grows linearly with depth (Huang et al. 2016).
+            dp = drop_path_rate * index / max(total_blocks - 1, 1)
+            blocks.append(block_cls(spatial_dims, channels, width, stride if j == 0 else 1, act_layer,
+                                    norm_layer, dp, spec))
+            channels = width * block_cls.expansion
+            index += 1
+        reduction *= stride
+        stages.append(Stage(blocks))
+        info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
+    return stages, info, channels
 
 
 class ResNet(ConvNetClassifier):
@@ -119,37 +206,26 @@ class ResNet(ConvNetClassifier):
         self.num_classes = num_classes
         block_cls = BLOCKS[spec.block]
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", L.ConvNormAct(d, in_channels, spec.stem_width, 7, 2,
-                                                   norm_layer=norm_layer, act_layer=act_layer))
-        self.stem.add_module("pool", L.max_pool(d, 3, 2, 1))
-        total_blocks = sum(spec.layers)
-        channels, reduction, index = spec.stem_width, 4, 0
-        self.stages = nn.ModuleList()
-        self.feature_info = []
-        for i, (depth, width) in enumerate(zip(spec.layers, spec.widths)):
-            stride = 1 if i == 0 else 2
-            blocks = []
-            for j in range(depth):
-                # Stochastic depth grows linearly with depth (Huang et al. 2016).
-                dp = drop_path_rate * index / max(total_blocks - 1, 1)
-                blocks.append(block_cls(d, channels, width, stride if j == 0 else 1, act_layer,
-                                        norm_layer, dp, spec))
-                channels = width * block_cls.expansion
-                index += 1
-            reduction *= stride
-            self.stages.append(Stage(blocks))
-            self.feature_info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
+        if spec.stem == "imagenet":
+            self.stem.add_module("conv", L.ConvNormAct(d, in_channels, spec.stem_width, 7, 2,
+                                                       norm_layer=norm_layer, act_layer=act_layer))
+            self.stem.add_module("pool", L.max_pool(d, 3, 2, 1))
+            reduction = 4
+        elif spec.stem == "cifar":
+            # §4.2: "The first layer is 3x3 convolutions", no pooling: 32x32 maps in stage 1.
+            self.stem.add_module("conv", L.ConvNormAct(d, in_channels, spec.stem_width, 3, 1,
+                                                       norm_layer=norm_layer, act_layer=act_layer))
+            reduction = 1
+        else:
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {spec.stem!r}")
+        self.stages, self.feature_info, channels = make_stages(d, spec, block_cls, reduction, act_layer,
+                                                               norm_layer, drop_path_rate)
         self.head = ClassifierHead(channels, num_classes, drop_rate=drop_rate)
         self.cam_layer = f"stages.{len(spec.layers) - 1}"
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_he(self)
         if self.spec.zero_init_residual:
             # Each residual block starts as the identity (Goyal et al. 2017).
             for m in self.modules():
@@ -164,18 +240,63 @@ class ResNet(ConvNetClassifier):
 
 
 _PAPER = "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016"
+_RESNEXT = "Xie, Girshick, Dollar, Tu, He. Aggregated Residual Transformations for Deep Neural Networks. CVPR 2017"
+_WRN = "Zagoruyko, Komodakis. Wide Residual Networks. BMVC 2016"
+_SE = "Hu, Shen, Sun. Squeeze-and-Excitation Networks. CVPR 2018"
 _TV = "torchvision.models.resnet"
+_TIMM = "timm.models.resnet"
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
 # Contract tests build every variant at this size.
-_TINY = dict(stem_width=8, widths=(8, 16, 16, 16))
+_TINY = dict(stem_width=8, widths=(8, 16, 16, 16), layers=(1, 1, 1, 1))
+_TINY_GROUPED = dict(_TINY, groups=2, width_per_group=32)  # 8 * 32 / 64 * 2 = 8 inner channels
+_TINY_CIFAR = dict(stem_width=4, widths=(4, 8, 8), layers=(1, 1, 1))
 
+_B = "bottleneck"
 RESNET_SPECS: dict[str, tuple[ResNetSpec, int]] = {
     "resnet18": (ResNetSpec("basic", (2, 2, 2, 2)), 11_689_512),
     "resnet34": (ResNetSpec("basic", (3, 4, 6, 3)), 21_797_672),
-    "resnet50": (ResNetSpec("bottleneck", (3, 4, 6, 3)), 25_557_032),
-    "resnet101": (ResNetSpec("bottleneck", (3, 4, 23, 3)), 44_549_160),
-    "resnet152": (ResNetSpec("bottleneck", (3, 8, 36, 3)), 60_192_808),
+    "resnet50": (ResNetSpec(_B, (3, 4, 6, 3)), 25_557_032),
+    "resnet101": (ResNetSpec(_B, (3, 4, 23, 3)), 44_549_160),
+    "resnet152": (ResNetSpec(_B, (3, 8, 36, 3)), 60_192_808),
+}
+
+# CIFAR-10 ResNets of §4.2 with option A (Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M). The exact
+# counts (10 classes) are those of the option-A reimplementation akamaster/pytorch_resnet_cifar10
+# (269,722 / 464,154 / 658,586 / 853,018 / 1,727,962); option B would add 2,752.
+CIFAR_SPECS: dict[str, tuple[ResNetSpec, int]] = {
+    f"resnet{6 * n + 2}_cifar": (ResNetSpec("basic", (n, n, n), (16, 32, 64), 16, stem="cifar", shortcut="A"), p)
+    for n, p in ((3, 269_722), (5, 464_154), (7, 658_586), (9, 853_018), (18, 1_727_962))
+}
+
+# name: (spec, reference_params, paper, year, family, reference, tiny)
+VARIANT_SPECS: dict[str, tuple[ResNetSpec, int, str, int, str, str, dict]] = {
+    "resnext50_32x4d": (ResNetSpec(_B, (3, 4, 6, 3), groups=32, width_per_group=4), 25_028_904,
+                        _RESNEXT, 2017, "resnext", _TV, _TINY_GROUPED),
+    "resnext101_32x8d": (ResNetSpec(_B, (3, 4, 23, 3), groups=32, width_per_group=8), 88_791_336,
+                         _RESNEXT, 2017, "resnext", _TV, _TINY_GROUPED),
+    "wide_resnet50_2": (ResNetSpec(_B, (3, 4, 6, 3), width_per_group=128), 68_883_240,
+                        _WRN, 2016, "wide_resnet", _TV, _TINY),
+    "wide_resnet101_2": (ResNetSpec(_B, (3, 4, 23, 3), width_per_group=128), 126_886_696,
+                         _WRN, 2016, "wide_resnet", _TV, _TINY),
+    # SE after the last BN of the branch, r = 16 (Hu et al. §6.1); counts of timm's models.
+    "seresnet50": (ResNetSpec(_B, (3, 4, 6, 3), se_ratio=1 / 16), 28_088_024,
+                   _SE, 2018, "seresnet", f"{_TIMM} (seresnet50)", _TINY),
+    "seresnet152": (ResNetSpec(_B, (3, 8, 36, 3), se_ratio=1 / 16), 66_821_848,
+                    _SE, 2018, "seresnet", f"{_TIMM} (seresnet152)", _TINY),
+    "seresnext50_32x4d": (ResNetSpec(_B, (3, 4, 6, 3), groups=32, width_per_group=4, se_ratio=1 / 16), 27_559_896,
+                          _SE, 2018, "seresnet", f"{_TIMM} (seresnext50_32x4d)", _TINY_GROUPED),
 }
 
 for _name, (_spec, _params) in RESNET_SPECS.items():
     register(_name, ResNet, _spec, family="resnet", paper=_PAPER, year=2016, reference_params=_params,
-             reference=_TV, extra={"tiny": dict(_TINY, layers=(1,) * len(_spec.layers))})
+             reference=_TV, extra={"tiny": _TINY})
+
+for _name, (_spec, _params) in CIFAR_SPECS.items():
+    register(_name, ResNet, _spec, family="resnet", paper=_PAPER, year=2016, reference_params=_params,
+             reference="He et al. 2016 Table 6 (rounded); exact: akamaster/pytorch_resnet_cifar10 option A",
+             num_classes=10, input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD, extra={"tiny": _TINY_CIFAR})
+
+for _name, (_spec, _params, _paper, _year, _family, _ref, _tiny) in VARIANT_SPECS.items():
+    register(_name, ResNet, _spec, family=_family, paper=_paper, year=_year, reference_params=_params,
+             reference=_ref, extra={"tiny": _tiny})
