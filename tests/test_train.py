@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from convnet.train import ConfigError, RunError, TrainConfig, Trainer, parse_overrides
+from convnet.train import ConfigError, RunError, TrainConfig, Trainer, load_run, parse_overrides
 from convnet.train import checkpoint as ckpt
 from convnet.train.config import ScheduleConfig
 from convnet.train.optim import build_optimizer, lr_factor, param_groups
@@ -128,3 +128,19 @@ def test_default_job_reaches_the_readme_accuracy(tmp_path):
     print(f"default job: test_acc={summary['test_acc']:.4f} wall_s={summary['wall_s']}")
     assert summary["params"] == 60_000
     assert summary["test_acc"] >= 0.985
+
+
+@pytest.mark.slow
+def test_neocognitron_trains_without_labels_through_the_trainer(tmp_path):
+    """`convnet train --model neocognitron`: the Trainer runs its unsupervised learning instead
+    of backprop; labels reach only the readouts, and both readouts are reported."""
+    cfg = _cfg(tmp_path, "model.name=neocognitron")
+    summary = Trainer(cfg, progress=False).fit()
+    print(f"neocognitron: probe {summary['test_probe_acc']:.4f} prototype {summary['test_prototype_acc']:.4f}")
+    assert summary["test_acc"] >= 0.90  # the issue's bar; forward() is the linear probe
+    assert summary["test_probe_acc"] == pytest.approx(summary["test_acc"], abs=1e-6)
+    assert 0.5 < summary["test_prototype_acc"] <= 1.0
+    model, _ = load_run(tmp_path / "run")
+    assert model.stages[0].s.num_planes.item() > 0  # the learned planes were saved with the run
+    with pytest.raises(RunError, match="resume does not apply"):
+        Trainer(_cfg(tmp_path, "model.name=neocognitron"), resume=True, progress=False).fit()

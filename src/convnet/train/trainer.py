@@ -203,6 +203,8 @@ class Trainer:
         data = load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
                          cfg.data.test_fraction, cfg.data.split_seed)
         self._build(data)
+        if getattr(self.model, "learning", "backprop") == "unsupervised":
+            return self._fit_unsupervised(data)
         state, history = RunState(), []
         if self.resume:
             state, history = self._restore()
@@ -231,6 +233,30 @@ class Trainer:
                                   "train_s": state.train_s, "history": history},
                                  keep=cfg.keep_checkpoints)
         return self._finish(data, state, history)
+
+    def _fit_unsupervised(self, data: DataSplits) -> dict[str, Any]:
+        """Models that learn their features without labels (the neocognitron) train by their own
+        rule; labels reach only the readout. One pass, so there is nothing to resume."""
+        if self.resume:
+            raise RunError(f"{self.cfg.model.name} learns in one unsupervised pass; --resume does not apply")
+        self._write_run_config(data)
+        t0 = time.perf_counter()
+        stats = self.model.fit_unsupervised(data.train[0].to(self.device), generator=self.generator)
+        readout = self.model.fit_readout(data.train[0].to(self.device), data.train[1].to(self.device))
+        state = RunState(epoch=1, train_s=time.perf_counter() - t0)
+        val = evaluate(self.model, data.val, self.device, self.cfg.eval_batch_size)
+        state.best_val_acc = val["acc"]
+        scores = self.model.evaluate_readouts(data.test[0].to(self.device), data.test[1].to(self.device))
+        row = {"epoch": 1, "step": 0, "val_loss": val["loss"], "val_acc": val["acc"],
+               **{f"test_{k}": v for k, v in scores.items()},
+               **{k: v for k, v in {**stats, **readout}.items() if isinstance(v, (int, float, list))}}
+        (self.run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+        if self.progress:
+            tqdm.write("  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        summary = self._finish(data, state, [row])
+        summary.update({f"test_{k}": v for k, v in scores.items()})
+        atomic_write_json(self.run_dir / "summary.json", _json_safe(summary))
+        return summary
 
     def _restore(self) -> tuple[RunState, list[dict]]:
         found = ckpt.load_latest(self.run_dir / "checkpoints")
