@@ -31,8 +31,10 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow"
 
+# The README's figures, recomputed (about 20 minutes on 2 cores).
 bench: $(VENV)/.installed
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/neocognitron_digits.py --baseline
+	$(PY) benchmarks/digits_models.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build dist src/*.egg-info

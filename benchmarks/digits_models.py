@@ -1,0 +1,43 @@
+"""Train the README's digits models with the default trainer and print their figures as JSON.
+
+Each job is exactly the `convnet train` command the README shows next to its figure; this script
+runs them one after another and prints one JSON line per job (test accuracy, training seconds).
+
+    python benchmarks/digits_models.py                 # every job
+    python benchmarks/digits_models.py resnet20_cifar  # jobs whose model matches
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from convnet.cli import main as convnet
+
+JOBS: dict[str, list[str]] = {
+    "lenet5": ["--model", "lenet5"],
+    "resnet20_cifar": ["--model", "resnet20_cifar", "--epochs", "30"],
+    "densenet_bc100_cifar": ["--model", "densenet_bc100_cifar", "--epochs", "20"],
+    "neocognitron": ["--model", "neocognitron"],
+}
+
+
+def run(name: str, args: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / name
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+            code = convnet(["train", "--data", "digits", *args, "--out", str(out), "--no-progress", "report=false"])
+        if code != 0:
+            raise SystemExit(f"{name}: convnet train exited with {code}")
+        summary = json.loads((out / "summary.json").read_text())
+    keep = ("model", "test_acc", "test_prototype_acc", "test_probe_acc", "wall_s", "epochs", "params", "threads")
+    return {"command": "convnet train --data digits " + " ".join(args), **{k: summary[k] for k in keep if k in summary}}
+
+
+if __name__ == "__main__":
+    wanted = sys.argv[1:]
+    for name, args in JOBS.items():
+        if not wanted or any(w in name for w in wanted):
+            print(json.dumps(run(name, args)), flush=True)
