@@ -1,7 +1,6 @@
 """ResNet-family layouts: torchvision's ResNet/ResNeXt/Wide ResNet (torchvision.models.resnet),
 timm's ResNet/SE-ResNet(Xt) (timm.models.resnet: the same keys plus ``se.fc1``/``se.fc2``), and
 timm's pre-activation ResNetV2 (timm.models.resnetv2) for convnet's preact_resnet family."""
-import torch
 
 from . import KeyMap, register_keymap
 
