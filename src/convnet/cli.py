@@ -12,6 +12,10 @@ EXAMPLES = """examples:
   convnet eval --run runs/lenet5-digits-...
   convnet predict --run runs/lenet5-digits-... digit.png
   convnet models 'resnet*'
+  convnet erf resnet18 --input-size 3,128,128     # effective receptive field at initialisation
+  convnet erf --run runs/lenet5-digits-...       # ... at initialisation and after training
+  convnet equivariance resnet18 --input-size 3,64,64 --shift 1
+  convnet cam --run runs/lenet5-digits-... digit.png --out cam.png
   convnet summary resnet18 --input-size 3,224,224
 """
 
@@ -50,10 +54,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_input(pre, path: str, invert: bool = False):
+    """One image file as a run's model input (1, C, *size), prepared as in training (``pre`` is
+    the run's data.Preprocess); shared by predict, cam and features."""
+    from .data import load_image
+
+    image = load_image(path, "L" if pre.channels == 1 else "RGB")
+    if invert:
+        image = 1.0 - image
+    return pre.from_image(image)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import Preprocess, load_image
+    from .data import Preprocess
     from .train import load_run
 
     model, run_cfg = load_run(args.run)
@@ -61,11 +76,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classes = run_cfg["data"]["classes"]
     k = max(1, min(args.top_k, len(classes)))
     for path in args.images:
-        image = load_image(path, "L" if pre.channels == 1 else "RGB")
-        if args.invert:
-            image = 1.0 - image
         with torch.no_grad():
-            probs = model(pre.from_image(image)).softmax(1)[0]
+            probs = model(_image_input(pre, path, args.invert)).softmax(1)[0]
         top = probs.topk(k)
         ranked = ", ".join(f"{classes[i]} ({p:.3f})" for p, i in zip(top.values.tolist(), top.indices.tolist()))
         print(f"{path}: {ranked}")
@@ -104,15 +116,172 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    import torch
+
     from .analysis import summary
     from .models import create_model
 
     size = args.input_size
     spatial_dims = args.spatial_dims or (len(size) - 1 if size else 2)
     in_channels = size[0] if size else None
-    model = create_model(args.model, spatial_dims=spatial_dims, in_channels=in_channels)
+    # Built on the meta device: shapes and counts without allocating or computing (VGG-16 at
+    # 224 is instant); a family whose constructor needs real values is built on the CPU.
+    try:
+        with torch.device("meta"):
+            model = create_model(args.model, spatial_dims=spatial_dims, in_channels=in_channels)
+    except (RuntimeError, NotImplementedError):
+        model = create_model(args.model, spatial_dims=spatial_dims, in_channels=in_channels)
     result = summary(model, size)
     print(result.to_json() if args.json else result.table())
+    return 0
+
+
+def _fresh_run_model(run_dir: str, seed: int | None = None):
+    """The run's architecture freshly initialised: create_model with the run's model config, as
+    weights.from_pretrained rebuilds it, under the run's seed (the trainer seeds torch, then
+    builds the model, so this is the run's own starting point) without touching global RNG."""
+    import torch
+
+    from .models import create_model
+    from .weights.checkpoint import read_model_config
+
+    cfg = read_model_config(run_dir)
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("overrides") or {}).items()}
+    inflated = cfg.get("inflate")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = create_model(cfg["name"], spatial_dims=2 if inflated else cfg.get("spatial_dims", 2),
+                             in_channels=cfg.get("in_channels"), num_classes=cfg.get("num_classes"), **overrides)
+    if inflated:
+        from .models import inflate
+
+        model = inflate(model, **inflated)
+    return model.eval()
+
+
+def _analysis_model(args: argparse.Namespace):
+    """(model, name, input_size, run config or None) for erf/equivariance: a run's trained model
+    (--run) or a fresh registered MODEL; the input size is --input-size, else the run's, else the
+    model's default."""
+    from .models import create_model
+
+    if args.run:
+        from .data import Preprocess
+        from .train import load_run
+
+        model, run_cfg = load_run(args.run)
+        pre = Preprocess.from_dict(run_cfg["data"]["preprocess"])
+        name = run_cfg.get("model", {}).get("name", args.model or "model")
+        size = args.input_size or (pre.channels, *pre.size)
+        return model, name, tuple(size), run_cfg
+    if not args.model:
+        raise ValueError("give a registered MODEL name or --run DIR")
+    size = args.input_size
+    spatial_dims = args.spatial_dims or (len(size) - 1 if size else 2)
+    model = create_model(args.model, spatial_dims=spatial_dims, in_channels=size[0] if size else None).eval()
+    return model, args.model, tuple(size or model.default_cfg["input_size"]), None
+
+
+def cmd_erf(args: argparse.Namespace) -> int:
+    from .analysis.erf import effective_receptive_field
+    from .analysis.visualize import plot_erf
+
+    model, name, size, run_cfg = _analysis_model(args)
+    if run_cfg is not None:
+        seed = run_cfg.get("train", {}).get("seed")
+        models = {"init": _fresh_run_model(args.run, seed), "trained": model}
+    else:
+        models = {"init": model}
+    inputs = None
+    if args.inputs == "data":
+        if run_cfg is None:
+            raise ValueError("--inputs data needs --run DIR (the run's data set)")
+        import torch
+
+        from .data import load_data
+        from .train import TrainConfig
+
+        cfg = TrainConfig.from_dict(run_cfg["train"])
+        data = load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
+                         cfg.data.test_fraction, cfg.data.split_seed)
+        inputs = data.test[0][:args.n].to(torch.float32)
+        size = tuple(inputs.shape[1:])
+    results = {k: effective_receptive_field(m, size, inputs=inputs, n_inputs=args.n, channel=args.channel)
+               for k, m in models.items()}
+    out = args.out or f"erf-{name}.png"
+    plot_erf(results, out, title=f"effective receptive field of {name} at input {list(size)}")
+    if args.json:
+        print(json.dumps({"model": name, "png": str(out), **{k: r.to_dict() for k, r in results.items()}}, indent=2))
+    else:
+        print(f"effective receptive field of {name} at input {list(size)} "
+              f"({results['init'].n_inputs} {'data' if inputs is not None else 'noise'} inputs, "
+              f"centre unit {list(results['init'].output_unit)})")
+        for k, r in results.items():
+            print(f"  {k:>7}: {r.describe()}")
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_equivariance(args: argparse.Namespace) -> int:
+    from .analysis.equivariance import equivariance
+
+    model, name, size, _ = _analysis_model(args)
+    layers = args.layers.split(",") if args.layers else None
+    report = equivariance(model, size, shift=args.shift, n_inputs=args.n, layers=layers, interior=args.interior)
+    report.model = name
+    print(report.to_json() if args.json else report.table())
+    return 0
+
+
+def _run_image(args: argparse.Namespace):
+    from .data import Preprocess
+    from .train import load_run
+
+    model, run_cfg = load_run(args.run)
+    pre = Preprocess.from_dict(run_cfg["data"]["preprocess"])
+    return model, run_cfg, _image_input(pre, args.image, args.invert)
+
+
+def cmd_cam(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .analysis.cam import grad_cam
+    from .analysis.visualize import plot_cam_overlay
+
+    model, run_cfg, x = _run_image(args)
+    method = "gradcam++" if args.plus else "gradcam"
+    result = grad_cam(model, x, target=args.class_index, layer=args.layer, method=method)
+    classes = run_cfg["data"].get("classes") or []
+    k = int(result.classes[0])
+    label = classes[k] if k < len(classes) else str(k)
+    prob = float(result.logits.softmax(1)[0, k])
+    out = args.out or f"cam-{Path(args.image).stem}.png"
+    title = f"{'Grad-CAM++' if args.plus else 'Grad-CAM'} of class {label} (p={prob:.3f}) at {result.layer or 'features'}"
+    plot_cam_overlay(x[0], result.cam[0], out, title=title)
+    print(f"{args.image}: class {label} (p={prob:.3f}), layer {result.layer or 'forward_features'}; wrote {out}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .analysis.cam import cam_layer_name
+    from .analysis.visualize import layer_output, plot_feature_maps, plot_filters
+
+    model, _, x = _run_image(args)
+    layer = args.layer or cam_layer_name(model)
+    if not layer:
+        raise ValueError("the model names no cam_layer; pass --layer")
+    maps = layer_output(model, x, layer)
+    if maps.ndim != x.ndim:
+        raise ValueError(f"layer {layer!r} outputs shape {tuple(maps.shape)}, not feature maps (B, C, *S)")
+    out = args.out or f"features-{Path(args.image).stem}.png"
+    plot_feature_maps(maps[0], out, title=layer, max_maps=args.max_maps)
+    print(f"{args.image}: {layer} {list(maps.shape[1:])}; wrote {out}")
+    if args.filters:
+        plot_filters(model, args.filters)
+        print(f"wrote {args.filters}")
     return 0
 
 
@@ -153,12 +322,50 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--markdown", action="store_true", help="a Markdown table (the README's model table)")
     m.set_defaults(fn=cmd_models)
 
-    s = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs")
+    s = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, receptive fields; totals and memory")
     s.add_argument("model")
     s.add_argument("--input-size", type=_int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D)")
     s.add_argument("--spatial-dims", type=int, choices=(1, 2, 3))
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_summary)
+
+    for cmd, fn, text in (("erf", cmd_erf, "effective receptive field (Luo et al. 2016): heatmap PNG and figures"),
+                          ("equivariance", cmd_equivariance, "per-layer translation equivariance error, logit invariance")):
+        a = sub.add_parser(cmd, help=text)
+        a.add_argument("model", nargs="?", help="registered model name (or --run DIR)")
+        a.add_argument("--run", help="a training run directory (erf: compares initialisation and trained)")
+        a.add_argument("--input-size", type=_int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D)")
+        a.add_argument("--spatial-dims", type=int, choices=(1, 2, 3))
+        a.add_argument("--json", action="store_true")
+        a.set_defaults(fn=fn)
+        if cmd == "erf":
+            a.add_argument("--n", type=int, default=16, help="inputs to average over")
+            a.add_argument("--inputs", choices=("noise", "data"), default="noise",
+                           help="standard-normal noise, or the run's test images (with --run)")
+            a.add_argument("--channel", type=int, help="one output channel (default: the sum of all)")
+            a.add_argument("--out", help="PNG path (default erf-MODEL.png)")
+        else:
+            a.add_argument("--shift", type=int, default=1, help="input shift in pixels on every spatial axis")
+            a.add_argument("--n", type=int, default=4, help="noise inputs")
+            a.add_argument("--layers", help="comma-separated module names (default: every spatial layer)")
+            a.add_argument("--interior", type=float, default=0.5,
+                           help="central fraction of the shared units compared for cropped shifts")
+
+    for cmd, fn, text in (("cam", cmd_cam, "Grad-CAM / Grad-CAM++ overlay PNG for an image"),
+                          ("features", cmd_features, "feature maps of a layer for an image (and first-layer filters)")):
+        a = sub.add_parser(cmd, help=text)
+        a.add_argument("--run", required=True)
+        a.add_argument("image", metavar="IMAGE")
+        a.add_argument("--layer", help="module name (default: the model's cam_layer)")
+        a.add_argument("--out", help="PNG path")
+        a.add_argument("--invert", action="store_true", help="invert gray levels (dark ink on light paper)")
+        a.set_defaults(fn=fn)
+        if cmd == "cam":
+            a.add_argument("--class", dest="class_index", type=int, help="class index (default: the top-1 class)")
+            a.add_argument("--plus", action="store_true", help="Grad-CAM++ instead of Grad-CAM")
+        else:
+            a.add_argument("--max-maps", type=int, default=32)
+            a.add_argument("--filters", metavar="PNG", help="also write the first convolution's filters here")
     return p
 
 
