@@ -814,3 +814,49 @@ def test_same_pool_average_of_real_inputs_in_3d_on_small_inputs():
     zeros_count = L.SamePool("avg", 2, 3, 1)
     x2 = torch.randn(1, 1, 5, 5)
     torch.testing.assert_close(zeros_count(x2), F.avg_pool2d(x2, 3, 1, 1, count_include_pad=True))
+
+
+@pytest.mark.parametrize("value, expected", [(32, 32), (8.0, 8), (96 * 1.1, 104), (32 * 1.4, 48), (1280 * 0.35, 448), (3.0, 8)])
+def test_make_divisible_rounds_like_mobilenet(value, expected):
+    # Nearest multiple of 8, never below 90% of the value nor below the divisor.
+    assert L.make_divisible(value) == expected
+    assert L.make_divisible(value) >= 0.9 * value and L.make_divisible(value) % 8 == 0
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2, 3])
+def test_inverted_residual_structure_and_parameters(spatial_dims):
+    d, k = spatial_dims, 3
+    block = L.InvertedResidual(d, 16, 16, k, 1, 6.0, se_channels=4)
+    mid = 96
+    bn = lambda c: 2 * c  # noqa: E731  (weight and bias)
+    expected = (16 * mid + bn(mid)) + (mid * k ** d + bn(mid)) + (mid * 4 + 4 + 4 * mid + mid) + (mid * 16 + bn(16))
+    assert sum(p.numel() for p in block.parameters()) == expected
+    assert block.depthwise.conv.groups == mid and block.use_residual
+    assert isinstance(block.project.act, nn.Identity)  # the linear bottleneck
+    # With a zero projection the block is the identity: the input is added back.
+    nn.init.zeros_(block.project.norm.weight)
+    nn.init.zeros_(block.project.norm.bias)
+    x = torch.randn(2, 16, *([6] * d))
+    torch.testing.assert_close(block.eval()(x), x)
+    assert L.InvertedResidual(d, 16, 24, k, 2).eval()(x).shape == (2, 24, *([3] * d))
+
+
+def test_inverted_residual_ratio_one_and_fused():
+    # t = 1 (MobileNetV2's first block, EfficientNet's MBConv1): no expansion conv.
+    assert L.InvertedResidual(2, 16, 16, 3, 1, 1.0).expand is None
+    fused = L.InvertedResidual(2, 16, 24, 3, 2, 4.0, fused=True)
+    assert fused.depthwise is None and fused.expand.conv.kernel_size == (3, 3) and fused.expand.conv.stride == (2, 2)
+    assert fused.project.conv.kernel_size == (1, 1)
+    single = L.InvertedResidual(2, 16, 16, 3, 1, 1.0, fused=True)
+    assert single.expand is None and single.project.conv.kernel_size == (3, 3)
+    assert not isinstance(single.project.act, nn.Identity)
+    eps = L.InvertedResidual(2, 8, 8, 3, norm_kwargs={"eps": 1e-3, "momentum": 0.01}).depthwise.norm
+    assert eps.eps == 1e-3 and eps.momentum == 0.01
+
+
+def test_depthwise_separable_and_layer_scale():
+    block = L.DepthwiseSeparable(2, 8, 16, 3, 2)
+    assert block.depthwise.conv.groups == 8 and block.pointwise.conv.kernel_size == (1, 1)
+    assert block(torch.randn(1, 8, 8, 8)).shape == (1, 16, 4, 4)
+    scale = L.LayerScale(4, 0.5)
+    torch.testing.assert_close(scale(torch.ones(2, 4, 3)), torch.full((2, 4, 3), 0.5))

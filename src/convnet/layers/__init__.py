@@ -19,13 +19,14 @@ from .factory import (
     pool,
 )
 from .inflation import InflatedConv, inflate_module
+from .mbconv import DepthwiseSeparable, InvertedResidual, LayerScale, make_divisible
 from .normalization import ChannelLayerNorm, GlobalResponseNorm, LocalResponseNorm
 from .pooling import GlobalPool, SamePool, TrainableSubsampling
 from .special import ConnectionTableConv, EuclideanRBF
 
 __all__ = [
     "ACTIVATIONS", "SPATIAL_DIMS", "ChannelLayerNorm", "ConnectionTableConv", "EuclideanRBF", "ConvNormAct", "DropBlock", "DropPath",
-    "GlobalPool", "GlobalResponseNorm", "InflatedConv", "inflate_module", "LocalResponseNorm", "SameConv", "SamePool", "ScaledTanh",
+    "DepthwiseSeparable", "GlobalPool", "InvertedResidual", "LayerScale", "make_divisible", "GlobalResponseNorm", "InflatedConv", "inflate_module", "LocalResponseNorm", "SameConv", "SamePool", "ScaledTanh",
     "SqueezeExcite", "TrainableSubsampling", "act", "adaptive_avg_pool", "adaptive_max_pool",
     "avg_pool", "check_dims", "conv", "conv_class", "conv_transpose", "drop_path", "dropout",
     "get_act", "max_pool", "norm", "ntuple", "pool",
