@@ -239,6 +239,8 @@ _SAME_SHAPE = {  # outputs shaped as the first tensor argument, geometry unchang
     aten.clone.default, aten.detach.default, aten.alias.default, aten._to_copy.default, aten.lift_fresh.default,
     aten.native_dropout.default, aten.contiguous.default, aten.copy.default, aten.fill.Scalar,
     aten.zero_.default, aten._softmax.default, aten._log_softmax.default,
+    # Activations ATen does not tag pointwise (MobileNetV3's h-swish and hard sigmoid).
+    aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default, aten.hardsigmoid_.default,
 }
 _CONSTANT = {  # new tensors that depend on no input value
     aten.ones_like.default, aten.zeros_like.default, aten.empty_like.default, aten.full_like.default,

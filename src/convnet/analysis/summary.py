@@ -67,11 +67,13 @@ _FREE = {
 # One op per output element.
 _PER_OUTPUT = {
     "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-    "_native_batch_norm_legit_functional", "native_layer_norm", "native_group_norm", "_softmax", "softmax",
+    "_native_batch_norm_legit_functional", "native_layer_norm", "native_group_norm", "_softmax", "_safe_softmax", "softmax",
     "_log_softmax", "log_softmax", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
     "upsample_linear1d", "upsample_bilinear2d", "upsample_bicubic2d", "upsample_trilinear3d",
     "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "grid_sampler_2d",
     "grid_sampler_3d", "cumsum", "cumprod", "native_dropout", "bernoulli", "bernoulli_", "rand_like", "randn_like",
+    # Activations not tagged pointwise in ATen (MobileNetV3's h-swish and hard sigmoid).
+    "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
 }
 # One op per input element read.
 _PER_INPUT = {
