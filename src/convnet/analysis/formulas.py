@@ -219,3 +219,34 @@ def _period(values: Sequence[int]) -> int:
     for a, b in zip(values, values[1:]):
         g = math.gcd(g, b - a)
     return g or 1
+
+
+def separable_conv_cost(in_channels: int, out_channels: int, kernel_size: int, spatial_size: int,
+                        spatial_dims: int = 2) -> dict[str, float]:
+    """Parameters and MACs of a standard k^d convolution against a depthwise separable one
+    (a k^d depthwise conv, then a 1x1 pointwise conv), both stride 1 with "same" padding on a
+    ``spatial_size``^d map and without biases, as Howard et al., "MobileNets", 2017, §3.1 count
+    them: standard D_K^2 M N D_F^2, separable D_K^2 M D_F^2 + M N D_F^2 (Eqs. 2 and 5), so the
+    separable one costs 1/N + 1/D_K^2 of the standard one (Eq. 5's ratio; 1/k^d in d dims).
+
+    Returns:
+        ``standard_params``, ``separable_params``, ``standard_macs``, ``separable_macs``,
+        ``ratio`` (separable / standard, measured from the counts), ``paper_ratio``
+        (1/N + 1/k^d) and ``saving`` (standard / separable).
+    """
+    if min(in_channels, out_channels, kernel_size, spatial_size) < 1:
+        raise ValueError(f"channels, kernel_size and spatial_size must be >= 1, got {in_channels}, "
+                         f"{out_channels}, {kernel_size}, {spatial_size}")
+    positions = spatial_size ** spatial_dims
+    standard = conv_params(out_channels, kernel_size, in_channels, spatial_dims, bias=False)
+    separable = (conv_params(in_channels, kernel_size, in_channels, spatial_dims, groups=in_channels, bias=False)
+                 + conv_params(out_channels, 1, in_channels, spatial_dims, bias=False))
+    return {
+        "standard_params": standard,
+        "separable_params": separable,
+        "standard_macs": standard * positions,  # every weight is used once per output position
+        "separable_macs": separable * positions,
+        "ratio": separable / standard,
+        "paper_ratio": 1 / out_channels + 1 / kernel_size ** spatial_dims,
+        "saving": standard / separable,
+    }
