@@ -2,6 +2,7 @@
 from . import _families  # noqa: F401  (registers every family)
 from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo
 from ._inflate import inflate
+from .efficientnet import compound_scale
 from ._registry import (
     ModelEntry,
     count_parameters,
@@ -13,4 +14,4 @@ from ._registry import (
 )
 
 __all__ = ["ClassifierHead", "ConvNetClassifier", "FeatureInfo", "ModelEntry", "count_parameters",
-           "create_model", "get_entry", "inflate", "list_models", "model_info", "register"]
+           "compound_scale", "create_model", "get_entry", "inflate", "list_models", "model_info", "register"]
