@@ -9,7 +9,9 @@ from convnet.layers import InflatedConv
 from convnet.models import get_entry, inflate, list_models
 
 # Layers with no 3-D counterpart: inflate refuses them by name.
-NOT_INFLATABLE = {"lenet5": "ConnectionTableConv", "lenet1": "ConnectionTableConv", "neocognitron": "SCellLayer"}
+NOT_INFLATABLE = {"lenet5": "ConnectionTableConv", "lenet1": "ConnectionTableConv", "neocognitron": "SCellLayer",
+                  # T repeated frames give T copies of each patch token against one class token.
+                  "vit_s_16": "PositionEmbedding", "vit_b_16": "PositionEmbedding", "vit_l_16": "PositionEmbedding"}
 INFLATABLE = [n for n in list_models() if 2 in get_entry(n).spatial_dims and n not in NOT_INFLATABLE]
 
 

@@ -1,5 +1,6 @@
 """N-d building blocks. The only package that picks Conv1d/2d/3d and friends by spatial_dims."""
 from .activations import ACTIVATIONS, ScaledTanh, get_act
+from .attention import Attention, Mlp, RelativePositionBias, TransformerBlock, resize_grid
 from .blocks import ConvNormAct, DropBlock, DropPath, SqueezeExcite, drop_path
 from .factory import (
     SPATIAL_DIMS,
@@ -25,7 +26,7 @@ from .pooling import GlobalPool, SamePool, TrainableSubsampling
 from .special import ConnectionTableConv, EuclideanRBF
 
 __all__ = [
-    "ACTIVATIONS", "SPATIAL_DIMS", "ChannelLayerNorm", "ConnectionTableConv", "EuclideanRBF", "ConvNormAct", "DropBlock", "DropPath",
+    "ACTIVATIONS", "Attention", "Mlp", "RelativePositionBias", "TransformerBlock", "resize_grid", "SPATIAL_DIMS", "ChannelLayerNorm", "ConnectionTableConv", "EuclideanRBF", "ConvNormAct", "DropBlock", "DropPath",
     "DepthwiseSeparable", "GlobalPool", "InvertedResidual", "LayerScale", "make_divisible", "GlobalResponseNorm", "InflatedConv", "inflate_module", "LocalResponseNorm", "SameConv", "SamePool", "ScaledTanh",
     "SqueezeExcite", "TrainableSubsampling", "act", "adaptive_avg_pool", "adaptive_max_pool",
     "avg_pool", "check_dims", "conv", "conv_class", "conv_transpose", "drop_path", "dropout",
