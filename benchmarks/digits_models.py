@@ -21,14 +21,21 @@ JOBS: dict[str, list[str]] = {
     "resnet20_cifar": ["--model", "resnet20_cifar", "--epochs", "30"],
     "densenet_bc100_cifar": ["--model", "densenet_bc100_cifar", "--epochs", "20"],
     "neocognitron": ["--model", "neocognitron"],
+    # Reduced width (issue 4): half the channels of the ImageNet models.
+    "mobilenet_v2": ["--model", "mobilenet_v2", "--epochs", "15", "model.overrides.width_mult=0.5"],
+    "efficientnet_b0": ["--model", "efficientnet_b0", "--epochs", "15", "model.overrides.width_mult=0.5"],
 }
 
 
 def run(name: str, args: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / name
+        # key=value overrides go last: argparse takes positionals in one run.
+        flags = [a for a in args if "=" not in a or a.startswith("-")]
+        overrides = [a for a in args if a not in flags]
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
-            code = convnet(["train", "--data", "digits", *args, "--out", str(out), "--no-progress", "report=false"])
+            code = convnet(["train", "--data", "digits", *flags, "--out", str(out), "--no-progress",
+                            *overrides, "report=false"])
         if code != 0:
             raise SystemExit(f"{name}: convnet train exited with {code}")
         summary = json.loads((out / "summary.json").read_text())
