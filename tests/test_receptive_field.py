@@ -78,6 +78,8 @@ FAST_1D = {"alexnet", "vgg11_bn", "resnet18", "resnet50", "resnet20_cifar", "pre
 def test_matches_gradient_1d_unclipped(name):
     """In 1-D the input can be made longer than the field, so the measured extent is the full
     field of the centre unit: size, jump and start are all checked, not only the clipped span."""
+    if name in UNCOMPUTABLE:
+        pytest.skip(UNCOMPUTABLE[name])
     entry = get_entry(name)
     if entry.fixed_input_size:
         rf = _check(name, 1)  # its layers only fit one size

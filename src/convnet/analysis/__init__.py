@@ -10,6 +10,7 @@ from .formulas import (
     conv_params,
     dilated_kernel_size,
     input_size_info,
+    separable_conv_cost,
     stacked_receptive_field,
 )
 from .receptive_field import (
@@ -24,4 +25,4 @@ from .summary import LayerRow, ModelSummary, summary
 __all__ = ["RF", "CAMResult", "ERFResult", "EquivarianceReport", "InputSizeInfo", "LayerRow", "ModelSummary",
            "UnknownGeometry", "conv_output_size", "conv_params", "dilated_kernel_size", "effective_receptive_field",
            "equivariance", "grad_cam", "input_size_info", "measure_receptive_field", "receptive_field",
-           "receptive_fields", "stacked_receptive_field", "summary"]
+           "receptive_fields", "separable_conv_cost", "stacked_receptive_field", "summary"]
