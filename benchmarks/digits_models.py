@@ -22,8 +22,8 @@ JOBS: dict[str, list[str]] = {
     "densenet_bc100_cifar": ["--model", "densenet_bc100_cifar", "--epochs", "20"],
     "neocognitron": ["--model", "neocognitron"],
     # Reduced width (issue 4): half the channels of the ImageNet models.
-    "mobilenet_v2": ["--model", "mobilenet_v2", "--epochs", "15", "model.overrides.width_mult=0.5"],
-    "efficientnet_b0": ["--model", "efficientnet_b0", "--epochs", "15", "model.overrides.width_mult=0.5"],
+    "mobilenet_v2": ["--model", "mobilenet_v2", "model.overrides.width_mult=0.5"],
+    "efficientnet_b0": ["--model", "efficientnet_b0", "model.overrides.width_mult=0.5"],
 }
 
 
