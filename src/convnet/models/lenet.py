@@ -30,6 +30,7 @@ cross-entropy (the same parameters).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -156,6 +157,29 @@ class LeNetHead(nn.Module):
         return -out / self.spec.rbf_temperature if self.spec.head == "rbf" else out
 
 
+def conv_pool_stack(spatial_dims: int, in_channels: int, first: int, second: int, kernel_size: int,
+                    pool: str, act_layer: str, table: Sequence[Sequence[int]] | None,
+                    names: tuple[str, str, str, str]) -> nn.Sequential:
+    """The trunk LeNet-1 and LeNet-5 share: convolution, pool, convolution (through a
+    connection table when given), pool, each followed by the activation (``act1``..``act4``).
+    ``names`` are the paper's names of the four layers (C1, S2, C3, S4 or H1..H4)."""
+    d = spatial_dims
+
+    def pooling(channels: int) -> nn.Module:
+        if pool == "subsample":  # LeNet's trainable subsampling: a coefficient and a bias per map
+            return L.pool("subsample", d, 2, channels=channels)
+        return L.pool(pool, d, 2)
+
+    conv2 = (L.ConnectionTableConv(d, first, table, kernel_size) if table is not None
+             else L.conv(d, first, second, kernel_size, padding=0))
+    layers = (L.conv(d, in_channels, first, kernel_size, padding=0), pooling(first), conv2, pooling(second))
+    stack = nn.Sequential()
+    for i, (name, layer) in enumerate(zip(names, layers), start=1):
+        stack.add_module(name, layer)
+        stack.add_module(f"act{i}", L.get_act(act_layer))
+    return stack
+
+
 class LeNet(ConvNetClassifier):
     """LeNet-5 in 1, 2 or 3 dims. C1..C5 are ``features.c1`` ... ``features.c5``."""
 
@@ -169,26 +193,10 @@ class LeNet(ConvNetClassifier):
         d, k = spatial_dims, spec.kernel_size
         self.fixed_input_size = spec.input_size
 
-        def pool(channels: int) -> nn.Module:
-            if spec.pool == "subsample":
-                return L.pool("subsample", d, 2, channels=channels)
-            return L.pool(spec.pool, d, 2)
-
-        if spec.partial_c3:
-            if spec.c1 != 6 or spec.c3 != len(C3_TABLE):
-                raise ValueError("LeNet-5's connection table (Table I) needs c1=6 and c3=16")
-            c3: nn.Module = L.ConnectionTableConv(d, spec.c1, C3_TABLE, k)
-        else:
-            c3 = L.conv(d, spec.c1, spec.c3, k, padding=0)
-        self.features = nn.Sequential()
-        self.features.add_module("c1", L.conv(d, in_channels, spec.c1, k, padding=0))
-        self.features.add_module("act1", L.get_act(spec.act_layer))
-        self.features.add_module("s2", pool(spec.c1))
-        self.features.add_module("act2", L.get_act(spec.act_layer))
-        self.features.add_module("c3", c3)
-        self.features.add_module("act3", L.get_act(spec.act_layer))
-        self.features.add_module("s4", pool(spec.c3))
-        self.features.add_module("act4", L.get_act(spec.act_layer))
+        if spec.partial_c3 and (spec.c1 != 6 or spec.c3 != len(C3_TABLE)):
+            raise ValueError("LeNet-5's connection table (Table I) needs c1=6 and c3=16")
+        self.features = conv_pool_stack(d, in_channels, spec.c1, spec.c3, k, spec.pool, spec.act_layer,
+                                        C3_TABLE if spec.partial_c3 else None, ("c1", "s2", "c3", "s4"))
         self.features.add_module("c5", L.conv(d, spec.c3, spec.c5, k, padding=0))
         self.features.add_module("act5", L.get_act(spec.act_layer))
         self.head = LeNetHead(spec, num_classes)
@@ -267,26 +275,10 @@ class LeNet1(ConvNetClassifier):
         if h4_size < 1:
             raise ValueError(f"LeNet-1 needs an input of at least {4 * k - 2}, got {spec.input_size}")
 
-        def pool(channels: int) -> nn.Module:
-            if spec.pool == "subsample":
-                return L.pool("subsample", d, 2, channels=channels)
-            return L.pool(spec.pool, d, 2)
-
-        if spec.partial_h3:
-            if spec.h1 != 4 or spec.h3 != len(H3_TABLE):
-                raise ValueError("LeNet-1's connection table (Table 1) needs h1=4 and h3=12")
-            h3: nn.Module = L.ConnectionTableConv(d, spec.h1, H3_TABLE, k)
-        else:
-            h3 = L.conv(d, spec.h1, spec.h3, k, padding=0)
-        self.features = nn.Sequential()
-        self.features.add_module("h1", L.conv(d, in_channels, spec.h1, k, padding=0))
-        self.features.add_module("act1", L.get_act(spec.act_layer))
-        self.features.add_module("h2", pool(spec.h1))
-        self.features.add_module("act2", L.get_act(spec.act_layer))
-        self.features.add_module("h3", h3)
-        self.features.add_module("act3", L.get_act(spec.act_layer))
-        self.features.add_module("h4", pool(spec.h3))
-        self.features.add_module("act4", L.get_act(spec.act_layer))
+        if spec.partial_h3 and (spec.h1 != 4 or spec.h3 != len(H3_TABLE)):
+            raise ValueError("LeNet-1's connection table (Table 1) needs h1=4 and h3=12")
+        self.features = conv_pool_stack(d, in_channels, spec.h1, spec.h3, k, spec.pool, spec.act_layer,
+                                        H3_TABLE if spec.partial_h3 else None, ("h1", "h2", "h3", "h4"))
         self.head = LeNet1Head(spec.h3 * h4_size ** d, num_classes)
         self.feature_info = [
             FeatureInfo(spec.h1, 1, "features.h1"),
