@@ -28,45 +28,110 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0
-    # Training-time distortions (LeCun et al. 1998, §III.C); all zero disables augmentation.
+
+
+@dataclass
+class AugmentConfig:
+    """Batch augmentations on the training device (data/augment.py); zero/empty disables each."""
+    # Planar distortions (LeCun et al. 1998, §III.C).
     shift: float = 2.0  # translation, pixels per axis
     scale: float = 0.1  # scale per axis in [1 - scale, 1 + scale] (also squeezes)
     shear: float = 0.2  # horizontal shear factor
     rotate: float = 0.0  # degrees
+    hflip: float = 0.0  # probability of flipping the last axis
+    vflip: float = 0.0  # probability of flipping the second-to-last axis (2-D/3-D)
+    crop_padding: int = 0  # pad by this many pixels per side, crop back at random (CIFAR)
+    resized_crop: float = 0.0  # random resized crop: minimum area fraction (0.08 for ImageNet)
+    color_jitter: float = 0.0  # brightness, contrast and saturation strength
+    hue: float = 0.0  # hue shift, fraction of the colour circle
+    pca_lighting: float = 0.0  # AlexNet's PCA lighting noise std (0.1 in the paper)
+    erase: float = 0.0  # random erasing (Cutout) probability
+    erase_area: tuple[float, float] = (0.02, 0.25)  # erased area fraction range
+    auto_augment: str = ""  # "" or "imagenet" (Cubuk et al. 2019's ImageNet policy)
+    rand_augment_n: int = 0  # RandAugment: ops per image (0 disables)
+    rand_augment_m: float = 9.0  # RandAugment magnitude, 0..30
+    trivial_augment: bool = False
+    mixup: float = 0.0  # Mixup Beta(alpha, alpha); 0 disables
+    cutmix: float = 0.0  # CutMix Beta(alpha, alpha); 0 disables
+    mix_prob: float = 1.0  # probability a batch is mixed at all
+    switch_prob: float = 0.5  # with both on: probability of CutMix rather than Mixup
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # sgd, adam, adamw
+    name: str = "adamw"  # sgd, adam, adamw, lamb, lars
     lr: float = 2e-3
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    trust_coefficient: float = 0.001  # LARS eta (You et al. 2017)
+    backbone_lr_scale: float = 1.0  # fine-tuning: the backbone's lr is lr * this (head: lr)
+    layer_decay: float = 1.0  # fine-tuning: lr * layer_decay ** (depth from the head)
+    grad_clip: float = 0.0  # max gradient norm; 0 disables
+    accumulate: int = 1  # optimiser step every N batches (gradient accumulation)
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"  # cosine, step, constant
+    name: str = "cosine"  # cosine, step, multistep, poly, constant
     warmup_epochs: float = 1.0
     warmup_start: float = 0.1  # warm-up starts at this fraction of lr
     step_epochs: int = 10  # step: multiply lr by gamma every step_epochs
+    milestones: tuple[int, ...] = ()  # multistep: epochs at which lr is multiplied by gamma
     gamma: float = 0.1
+    power: float = 1.0  # poly: (1 - t) ** power
     min_lr: float = 0.0
+
+
+@dataclass
+class TransferConfig:
+    init: str = ""  # checkpoint or run directory load_pretrained reads ("" = random init)
+    freeze: str = ""  # "" or "backbone" (feature extraction: only the new head trains)
+
+
+@dataclass
+class ProgressiveConfig:
+    """EfficientNetV2 progressive learning (Tan & Le 2021, Algorithm 1): image size, dropout,
+    RandAugment magnitude and Mixup strength ramp together from the first to the last of
+    ``stages`` equal parts of training. 0 stages disables it."""
+    stages: int = 0
+    min_image_size: int = 0
+    dropout: tuple[float, float] = (0.1, 0.3)
+    rand_augment_m: tuple[float, float] = (5.0, 15.0)
+    mixup: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015): soft targets of a teacher run."""
+    teacher: str = ""  # run directory of the teacher ("" disables)
+    temperature: float = 4.0
+    alpha: float = 0.5  # weight of the soft-target loss (x T^2); 1 - alpha on the labels
 
 
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     epochs: int = 60
     seed: int = 0
     device: str = "auto"  # cpu, cuda, auto
     out: str = ""  # run directory; "" = runs/<model>-<data>-<time>
     label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # max gradient norm; 0 disables
+    precision: str = "fp32"  # fp32, bf16 (autocast), fp16 (autocast + GradScaler)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the training model
+    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: once per epoch)
+    max_nonfinite: int = 5  # stop after this many non-finite losses in a row
     keep_checkpoints: int = 2
     eval_batch_size: int = 512
     threads: int = 0  # torch intra-op threads; 0 = torch's default

@@ -115,8 +115,10 @@ class Trainer:
         progress: show a progress bar per epoch.
     """
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
+                 data: DataSplits | None = None):
         self.cfg = cfg
+        self.data = data
         self.resume = resume
         self.progress = progress
         self.device = resolve_device(cfg.device)
@@ -170,15 +172,15 @@ class Trainer:
         bar = tqdm(total=total, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="img", leave=True,
                    disable=not self.progress, dynamic_ncols=True)
         start = time.perf_counter()
-        d = cfg.data
-        augment = {"max_shift": d.shift, "scale": d.scale, "shear": d.shear, "rotate": d.rotate}
-        for xb, yb in batches(*data.train, d.batch_size, self.device, self.generator, augment):
+        a = cfg.augment
+        augment = {"max_shift": a.shift, "scale": a.scale, "shear": a.shear, "rotate": a.rotate}
+        for xb, yb in batches(*data.train, cfg.data.batch_size, self.device, self.generator, augment):
             logits = model(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             state.step += 1
@@ -200,8 +202,8 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        data = load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
-                         cfg.data.test_fraction, cfg.data.split_seed)
+        data = self.data or load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
+                                      cfg.data.test_fraction, cfg.data.split_seed)
         self._build(data)
         if getattr(self.model, "learning", "backprop") == "unsupervised":
             return self._fit_unsupervised(data)
