@@ -64,7 +64,8 @@ def test_short_run_writes_the_run_directory(tmp_path):
     for name in ("config.json", "metrics.jsonl", "model.safetensors", "summary.json",
                  "report/index.html", "report/curves.png", "report/confusion.png", "report/filters.png"):
         assert (run / name).is_file(), name
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0001", "epoch_0002"]
+    # 1,257 training images in batches of 32: 40 optimiser steps per epoch, a checkpoint after each epoch.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000040", "step_00000080"]
     saved = json.loads((run / "summary.json").read_text())
     assert {"test_acc", "best_val_acc", "epochs", "wall_s", "params"} <= set(saved)
     assert saved["epochs"] == 2 and saved["params"] == 61_706 and saved["n_test"] == 360
@@ -79,12 +80,12 @@ class _Crash(Exception):
     pass
 
 
-def _crash_after(monkeypatch, epoch):
+def _crash_after(monkeypatch, step):
     real = ckpt.save_checkpoint
 
-    def save_then_crash(directory, ep, *a, **k):
-        path = real(directory, ep, *a, **k)
-        if ep == epoch:
+    def save_then_crash(directory, st, *a, **k):
+        path = real(directory, st, *a, **k)
+        if st == step:
             raise _Crash()
         return path
 
@@ -95,13 +96,13 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, monkeypatch):
     args = ("epochs=3", "keep_checkpoints=3")
     Trainer(_cfg(tmp_path, *args, name="straight"), progress=False).fit()
     with monkeypatch.context() as m:
-        _crash_after(m, 2)
+        _crash_after(m, 80)  # the end of epoch 2
         with pytest.raises(_Crash):
             Trainer(_cfg(tmp_path, *args, name="crashed"), progress=False).fit()
     # The newest checkpoint is damaged: resume must fall back to epoch 1, with a warning.
-    newest = tmp_path / "crashed" / "checkpoints" / "epoch_0002" / "model.safetensors"
+    newest = tmp_path / "crashed" / "checkpoints" / "step_00000080" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])
-    with pytest.warns(UserWarning, match="skipping damaged checkpoint .*epoch_0002"):
+    with pytest.warns(UserWarning, match="skipping damaged checkpoint .*step_00000080"):
         Trainer(_cfg(tmp_path, *args, name="crashed"), resume=True, progress=False).fit()
     a = load_tensors(tmp_path / "straight" / "model.safetensors")
     b = load_tensors(tmp_path / "crashed" / "model.safetensors")

@@ -21,14 +21,26 @@ EXAMPLES = """examples:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, Trainer, parse_overrides
+    from .train import TrainConfig, Trainer, apply_recipe, cross_validate, parse_overrides
+    from .train.trainer import dist_info
 
     cfg = TrainConfig()
+    if args.recipe:
+        apply_recipe(cfg, args.recipe)
     flags = {"model.name": args.model, "data.name": args.data, "epochs": args.epochs,
              "data.batch_size": args.batch_size, "optim.lr": args.lr, "optim.name": args.optimizer,
-             "seed": args.seed, "out": args.out, "device": args.device}
+             "seed": args.seed, "out": args.out, "device": args.device, "transfer.init": args.init,
+             "transfer.freeze": args.freeze}
     parse_overrides(cfg, [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides))
+    if args.cv:
+        result = cross_validate(cfg, args.cv, progress=not args.no_progress, resume=args.resume)
+        print(f"{args.cv}-fold cross-validation: accuracy {result['cv_acc_mean']:.4f} +- {result['cv_acc_std']:.4f} "
+              f"(folds {', '.join(f'{a:.4f}' for a in result['fold_acc'])}; {result['wall_s']:.1f} s training)")
+        print(f"run directory: {result['run_dir']}")
+        return 0
     summary = Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
+    if dist_info()[0] != 0:  # under torchrun, rank 0 speaks for all
+        return 0
     print(f"test accuracy: {summary['test_acc']:.4f}  (best val {summary['best_val_acc'] or float('nan'):.4f}, "
           f"{summary['epochs']} epochs, {summary['wall_s']:.1f} s training)")
     print(f"run directory: {summary['run_dir']}")
@@ -81,6 +93,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         top = probs.topk(k)
         ranked = ", ".join(f"{classes[i]} ({p:.3f})" for p, i in zip(top.values.tolist(), top.indices.tolist()))
         print(f"{path}: {ranked}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .train.recipes import describe_recipe, list_recipes, recipe_settings
+
+    if args.name:
+        for key, value in recipe_settings(args.name):
+            print(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
+        return 0
+    for name in list_recipes():
+        print(f"{name:24s} {describe_recipe(name)}")
     return 0
 
 
@@ -300,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     t.add_argument("--device", help="cpu | cuda | auto")
+    t.add_argument("--recipe", help="a packaged recipe (convnet recipes) or a .toml file; key=value overrides it")
+    t.add_argument("--cv", type=int, metavar="K", help="K-fold stratified cross-validation instead of one run")
+    t.add_argument("--init", metavar="PATH", help="start from these weights (run dir or checkpoint file), new head")
+    t.add_argument("--freeze", choices=("backbone",), help="train only the new head (feature extraction)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="typed config overrides, e.g. optim.weight_decay=0")
@@ -315,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--invert", action="store_true", help="invert gray levels (dark ink on light paper)")
     pr.set_defaults(fn=cmd_predict)
+
+    r = sub.add_parser("recipes", help="list packaged training recipes, or show one's settings")
+    r.add_argument("name", nargs="?", help="show this recipe's resolved settings (inherited first)")
+    r.set_defaults(fn=cmd_recipes)
 
     m = sub.add_parser("models", help="list registered models")
     m.add_argument("pattern", nargs="?", default="*")

@@ -9,8 +9,9 @@ from .readers import (
     load_mnist,
     read_idx,
 )
+from .augment import BatchAugment
 from .transforms import Preprocess, random_affine
 
-__all__ = ["CIFAR10_CLASSES", "DATASETS", "DataFormatError", "DataSplits", "ImageFolder", "Preprocess",
+__all__ = ["BatchAugment", "CIFAR10_CLASSES", "DATASETS", "DataFormatError", "DataSplits", "ImageFolder", "Preprocess",
            "load_cifar", "load_data", "load_digits", "load_image", "load_mnist", "random_affine",
            "read_idx", "stratified_split"]

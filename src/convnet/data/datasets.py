@@ -169,3 +169,47 @@ def load_data(name: str, image_size: int | None = None, val_fraction: float = 0.
     if Path(name).is_dir():
         return load_image_folder(name, image_size or 32, test_fraction, val_fraction, seed)
     raise ValueError(f"unknown data set {name!r}; expected one of: {', '.join(DATASETS)}")
+
+
+def parse_classes(spec: str, classes: list[str]) -> list[int]:
+    """Class indices from "0-4", "1,3,7" or "2-4,9" (indices or class names), in the data's order."""
+    chosen: list[int] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        lo, dash, hi = part.partition("-")
+        try:
+            if dash and lo and hi:
+                chosen += list(range(int(lo), int(hi) + 1))
+            else:
+                chosen.append(classes.index(part) if part in classes else int(part))
+        except ValueError:
+            raise ValueError(f"data.classes {spec!r}: cannot read {part!r}; expected indices or names "
+                             f"like '0-4' or '1,3,7' (classes: {', '.join(classes)})") from None
+    bad = [c for c in chosen if not 0 <= c < len(classes)]
+    if bad or not chosen:
+        raise ValueError(f"data.classes {spec!r}: no class {bad or spec}; the data has {len(classes)} classes")
+    return sorted(set(chosen))
+
+
+def select_classes(data: DataSplits, classes: str = "", train_per_class: int = 0, seed: int = 0) -> DataSplits:
+    """A subset of a data set for transfer experiments: only ``classes`` (relabelled 0..k-1 in
+    order), and at most ``train_per_class`` training images of each (chosen at random with
+    ``seed``; validation and test splits stay whole)."""
+    keep = parse_classes(classes, data.classes) if classes else list(range(data.num_classes))
+    remap = torch.full((data.num_classes,), -1, dtype=torch.long)
+    remap[keep] = torch.arange(len(keep))
+
+    def subset(split: Split, per_class: int = 0) -> Split:
+        x, y = split
+        idx = torch.nonzero(remap[y] >= 0).flatten()
+        if per_class:
+            g = torch.Generator().manual_seed(seed)
+            picked = [idx[y[idx] == c][torch.randperm(int((y[idx] == c).sum()), generator=g)[:per_class]]
+                      for c in keep]
+            idx = torch.cat(picked).sort().values
+        return x[idx], remap[y[idx]]
+
+    train = subset(data.train, train_per_class)
+    val, test = subset(data.val), subset(data.test)
+    info = {**data.info, "n_train": len(train[1]), "n_val": len(val[1]), "n_test": len(test[1]),
+            "classes_kept": [data.classes[c] for c in keep]}
+    return DataSplits(data.name, train, val, test, [data.classes[c] for c in keep], data.preprocess, info)

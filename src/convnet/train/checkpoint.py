@@ -1,8 +1,9 @@
 """Training checkpoints: everything needed to continue a run, as safetensors + JSON.
 
-A checkpoint is a directory ``checkpoints/epoch_NNNN`` holding ``model.safetensors``,
-``training.safetensors`` (optimiser tensors and RNG states) and ``state.json`` (epoch, step,
-history, optimiser hyper-parameters, scheduler, numpy and python RNG). It is written under a
+A checkpoint is a directory ``checkpoints/step_NNNNNNNN`` (the optimiser step it was taken
+after) holding ``model.safetensors``, ``training.safetensors`` (optimiser tensors, RNG states,
+the epoch's sample order, EMA weights) and ``state.json`` (epoch, position in the epoch, step,
+history, optimiser hyper-parameters, scheduler, grad scaler, numpy and python RNG). It is written under a
 temporary name and renamed into place, so a directory with the final name is always complete.
 No pickle is involved anywhere.
 """
@@ -20,7 +21,7 @@ import torch
 from ..weights import atomic_write_json, load_tensors, read_json, save_tensors
 from ..weights.io import fsync_dir
 
-PREFIX = "epoch_"
+PREFIX = "step_"
 
 
 def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -47,16 +48,18 @@ def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(directory: Path, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, generator: torch.Generator, extra: dict[str, Any], keep: int = 2) -> Path:
-    """Write checkpoint ``epoch`` atomically and keep only the newest ``keep``."""
+def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, generator: torch.Generator, extra: dict[str, Any], keep: int = 2,
+                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the checkpoint of optimiser step ``step`` atomically and keep only the newest
+    ``keep``. ``tensors``: more state to restore (keys must not start with optim. or rng.)."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{PREFIX}{epoch:04d}"
-    tmp = directory / f".tmp-{PREFIX}{epoch:04d}"
+    final = directory / f"{PREFIX}{step:08d}"
+    tmp = directory / f".tmp-{PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     opt_tensors, opt_meta = _optimizer_split(optimizer)
-    tensors = dict(opt_tensors)
+    tensors = {**(tensors or {}), **opt_tensors}
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.loader"] = generator.get_state()
     if torch.cuda.is_available():
@@ -67,7 +70,7 @@ def save_checkpoint(directory: Path, epoch: int, model: torch.nn.Module, optimiz
     save_tensors(model.state_dict(), tmp / "model.safetensors")
     save_tensors(tensors, tmp / "training.safetensors")
     atomic_write_json(tmp / "state.json", {
-        "epoch": epoch,
+        "step": step,
         "optimizer": opt_meta,
         "scheduler": scheduler.state_dict(),
         "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
@@ -106,11 +109,17 @@ def load_latest(directory: Path) -> tuple[Path, dict[str, torch.Tensor], dict[st
 
 
 def restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator,
-            model_sd: dict[str, torch.Tensor], training: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Put model, optimiser, scheduler and every RNG back as they were at the checkpoint."""
+            model_sd: dict[str, torch.Tensor], training: dict[str, torch.Tensor], state: dict[str, Any],
+            rng: bool = True) -> None:
+    """Put model, optimiser, scheduler and every RNG back as they were at the checkpoint.
+
+    ``rng=False`` leaves the random number generators as they are: only the negative control
+    of the exact-resume test uses it, to show that restoring them is what makes resume exact."""
     model.load_state_dict(model_sd)
     optimizer.load_state_dict(_optimizer_join(training, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
+    if not rng:
+        return
     torch.set_rng_state(training["rng.torch"])
     generator.set_state(training["rng.loader"])
     cuda = [training[k] for k in sorted(k for k in training if k.startswith("rng.cuda."))]

@@ -28,6 +28,8 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0
+    classes: str = ""  # keep only these classes, e.g. "0-4" or "1,3,7" ("" = all)
+    train_per_class: int = 0  # keep this many training images per class (0 = all; few-shot)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class OptimConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     accumulate: int = 1  # optimiser step every N batches (gradient accumulation)
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates (timm)
 
 
 @dataclass
@@ -122,6 +125,7 @@ class TrainConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    recipe: str = ""  # the recipe these settings started from (informational)
     epochs: int = 60
     seed: int = 0
     device: str = "auto"  # cpu, cuda, auto

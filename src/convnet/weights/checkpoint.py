@@ -76,8 +76,10 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _describe_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> str | None:
-    expected = model.state_dict()
+def _describe_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                       exclude: tuple[str, ...] = ()) -> str | None:
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(exclude)}
+    state = {k: v for k, v in state.items() if not k.startswith(exclude)} if exclude else state
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -98,24 +100,35 @@ def _describe_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor], sour
     return "; ".join(parts)
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> nn.Module:
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict",
+               exclude: tuple[str, ...] = ()) -> nn.Module:
     """Load a state dict, converting another library's key layout if needed; raise a ValueError
-    listing missing and unexpected keys and shape mismatches when nothing fits."""
-    problem = _describe_mismatch(model, state, source)
+    listing missing and unexpected keys and shape mismatches when nothing fits.
+
+    ``exclude``: key prefixes (in convnet's layout) left out on both sides, e.g. ``("head.",)``
+    to take a backbone and keep the model's own new classifier (transfer learning)."""
+    problem = _describe_mismatch(model, state, source, exclude)
     if problem is not None:
         for convert in CONVERTERS:
-            converted = convert(state, model)
-            if converted is not None and _describe_mismatch(model, converted, source) is None:
+            converted = convert(state, model, exclude) if exclude else convert(state, model)
+            if converted is not None and _describe_mismatch(model, converted, source, exclude) is None:
                 state, problem = converted, None
                 break
     if problem is not None:
         raise ValueError(problem)
-    model.load_state_dict(state, strict=True)
+    if exclude:
+        kept = {k: v for k, v in state.items() if not k.startswith(exclude)}
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+        assert not unexpected and all(k.startswith(exclude) for k in missing), (missing, unexpected)
+    else:
+        model.load_state_dict(state, strict=True)
     return model
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[str, ...] = ()) -> nn.Module:
     """Load weights from a convnet run or model directory, or a .safetensors/.pth/.pt file.
+
+    ``exclude``: key prefixes not loaded (see :func:`load_state`).
 
     Raises:
         FileNotFoundError: nothing at ``path``.
@@ -124,7 +137,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_NAME
-    return load_state(model, load_tensors(path), str(path))
+    return load_state(model, load_tensors(path), str(path), exclude)
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: dict[str, Any] | None = None) -> Path:

@@ -67,8 +67,9 @@ def register_keymap(keymap: KeyMap) -> KeyMap:
     return keymap
 
 
-def convert(state: State, model: nn.Module) -> State | None:
-    """The first registered renaming of ``state`` whose keys and shapes fit ``model``, else None."""
+def convert(state: State, model: nn.Module, exclude: tuple[str, ...] = ()) -> State | None:
+    """The first registered renaming of ``state`` whose keys and shapes fit ``model``, else None.
+    Shapes under the ``exclude`` prefixes may differ (a classifier for other classes)."""
     family = getattr(model, "default_cfg", {}).get("family")
     expected = {k: v.shape for k, v in model.state_dict().items()}
     for keymap in KEYMAPS:
@@ -78,7 +79,8 @@ def convert(state: State, model: nn.Module) -> State | None:
             converted = keymap.apply(state, model)
         except (ValueError, KeyError, RuntimeError):
             continue
-        if converted.keys() == expected.keys() and all(converted[k].shape == s for k, s in expected.items()):
+        if converted.keys() == expected.keys() and all(
+                converted[k].shape == s for k, s in expected.items() if not k.startswith(exclude)):
             return converted
     return None
 
