@@ -280,3 +280,24 @@ def test_other_dims_forward(name, spatial_dims):
     model = tiny_model(name, spatial_dims, in_channels=1, num_classes=4).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 1, *([16] * spatial_dims))).shape == (2, 4)
+
+
+def test_drop_block_sits_in_the_last_two_stages_and_is_identity_at_eval():
+    """Ghiasi et al. 2018, §4.1: DropBlock (block_size 7) in groups 3 and 4 of ResNet-50."""
+    import convnet.layers as L
+
+    plain = create_model("resnet18", layers=(1, 1, 1, 1))
+    dropped = create_model("resnet18", layers=(1, 1, 1, 1), drop_block_rate=0.2)
+    dropped.load_state_dict(plain.state_dict())  # DropBlock has no parameters
+    kinds = [type(stage.blocks[0].drop_block) for stage in dropped.stages]
+    assert kinds == [torch.nn.Identity, torch.nn.Identity, L.DropBlock, L.DropBlock]
+    assert dropped.stages[3].blocks[0].drop_block.block_size == 7
+    x = torch.randn(2, 3, 64, 64)
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(x), dropped(x))
+    plain.train(), dropped.train()
+    torch.manual_seed(0)
+    a = plain(x)
+    torch.manual_seed(0)
+    assert not torch.allclose(a, dropped(x))
+

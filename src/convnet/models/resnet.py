@@ -79,13 +79,15 @@ class BasicBlock(nn.Module):
         self.se = _se(d, out_channels, spec)
         self.shortcut = _shortcut(d, in_channels, out_channels, stride, norm_layer, spec.shortcut)
         self.drop_path = L.DropPath(drop_path)
+        self.drop_block = nn.Identity()  # ResNet(drop_block_rate=...) replaces it in the last two stages
         self.act = L.get_act(act_layer, inplace=True)
 
     def last_norm(self) -> nn.Module:
         return self.conv2.norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop_path(self.se(self.conv2(self.conv1(x)))) + self.shortcut(x))
+        branch = self.drop_block(self.se(self.conv2(self.conv1(x))))
+        return self.act(self.drop_path(branch) + self.drop_block(self.shortcut(x)))
 
 
 class Bottleneck(nn.Module):
@@ -109,14 +111,15 @@ class Bottleneck(nn.Module):
         self.se = _se(d, out_channels, spec)
         self.shortcut = _shortcut(d, in_channels, out_channels, stride, norm_layer, spec.shortcut)
         self.drop_path = L.DropPath(drop_path)
+        self.drop_block = nn.Identity()  # ResNet(drop_block_rate=...) replaces it in the last two stages
         self.act = L.get_act(act_layer, inplace=True)
 
     def last_norm(self) -> nn.Module:
         return self.conv3.norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.se(self.conv3(self.conv2(self.conv1(x))))
-        return self.act(self.drop_path(branch) + self.shortcut(x))
+        branch = self.drop_block(self.se(self.conv3(self.conv2(self.conv1(x)))))
+        return self.act(self.drop_path(branch) + self.drop_block(self.shortcut(x)))
 
 
 class ZeroPadShortcut(nn.Module):
@@ -198,7 +201,8 @@ class ResNet(ConvNetClassifier):
 
     def __init__(self, spec: ResNetSpec = ResNetSpec(), spatial_dims: int = 2, in_channels: int = 3,
                  num_classes: int = 1000, act_layer: str = "relu", norm_layer: str = "batch",
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, drop_block_rate: float = 0.0,
+                 drop_block_size: int = 7):
         super().__init__()
         self.spec = spec
         self.spatial_dims = d = L.check_dims(spatial_dims)
@@ -220,6 +224,12 @@ class ResNet(ConvNetClassifier):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {spec.stem!r}")
         self.stages, self.feature_info, channels = make_stages(d, spec, block_cls, reduction, act_layer,
                                                                norm_layer, drop_path_rate)
+        if drop_block_rate > 0:
+            # Ghiasi et al. 2018, §4.1: DropBlock on the convolution branch and the skip connection
+            # of every block in groups 3 and 4 (the last two stages), block_size 7.
+            for stage in list(self.stages)[-2:]:
+                for block in stage.blocks:
+                    block.drop_block = L.DropBlock(drop_block_rate, drop_block_size)
         self.head = ClassifierHead(channels, num_classes, drop_rate=drop_rate)
         self.cam_layer = f"stages.{len(spec.layers) - 1}"
         self._init_weights()
