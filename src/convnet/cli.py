@@ -9,6 +9,11 @@ from typing import Sequence
 EXAMPLES = """examples:
   convnet train                                  # LeNet-5 on the bundled digits
   convnet train --model resnet18 --epochs 10 optim.weight_decay=5e-4
+  convnet train --recipe digits --cv 5                # 5-fold cross-validation with a packaged recipe
+  convnet train --init runs/a --freeze backbone data.classes=5-9   # transfer: new head on a trained backbone
+  convnet train --out runs/a --resume               # continue after a crash, bitwise as if never stopped
+  torchrun --nproc_per_node 2 -m convnet train ...  # data parallel over processes
+  convnet recipes                                 # the packaged recipes
   convnet eval --run runs/lenet5-digits-...
   convnet predict --run runs/lenet5-digits-... digit.png
   convnet models 'resnet*'
@@ -17,6 +22,8 @@ EXAMPLES = """examples:
   convnet equivariance resnet18 --input-size 3,64,64 --shift 1
   convnet cam --run runs/lenet5-digits-... digit.png --out cam.png
   convnet summary resnet18 --input-size 3,224,224
+  convnet bench resnet50 --batch-size 16          # optimized vs eager fp32, share of the matmul ceiling
+  convnet export --run runs/a --format onnx       # verified against ONNX Runtime
 """
 
 
@@ -398,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             a.add_argument("--max-maps", type=int, default=32)
             a.add_argument("--filters", metavar="PNG", help="also write the first convolution's filters here")
+    from .deploy.cli import add_commands as add_deploy_commands
+
+    add_deploy_commands(sub)
     return p
 
 

@@ -1,0 +1,343 @@
+"""Export a model to ONNX or to a ``torch.export`` program, and check the result numerically.
+
+Both exporters trace the model once at an example input and keep the batch axis and every
+spatial axis symbolic, so one file serves any batch size and any input size the architecture
+accepts (a fully convolutional model with a global pool: every size above its minimum).
+
+* :func:`export_onnx` uses torch's dynamo-based ONNX exporter (``torch.onnx.export(...,
+  dynamo=True)``, which needs the ``onnx`` and ``onnxscript`` packages) and writes the file
+  atomically: a crash or an interrupt never leaves a half-written model at ``path``.
+* :func:`verify_onnx` runs the file in ONNX Runtime at batch sizes and spatial sizes different
+  from the export's, and returns the largest absolute and relative difference to the PyTorch
+  model in eval mode.
+* :func:`export_program` / :func:`verify_program` do the same for ``torch.export``
+  (``torch.export.save`` / ``torch.export.load``, a ``.pt2`` archive).
+
+Errors are measured as ``max |onnx - torch|`` (absolute) and that divided by ``max |torch|``
+(relative to the output's scale: an element-wise ratio is meaningless where a logit is near
+zero).
+
+The optional packages are ``onnx``, ``onnxscript`` (torch's exporter) and ``onnxruntime``
+(verification and the ``onnxruntime`` benchmark mode); a missing one raises
+:class:`MissingDependencyError` naming what to install.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+INSTALL_HINT = "pip install onnx onnxscript onnxruntime  (or: pip install 'convnet[export]')"
+# ONNX protobuf files cannot exceed 2 GiB; above this the weights go to a side file.
+_INLINE_LIMIT = 1_800_000_000
+_AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+class MissingDependencyError(ImportError):
+    """An optional package (onnx, onnxscript, onnxruntime) is not installed."""
+
+
+def require(*packages: str) -> list[Any]:
+    """Import ``packages`` or raise :class:`MissingDependencyError` naming every missing one."""
+    mods, missing = [], []
+    for name in packages:
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingDependencyError(f"{', '.join(missing)} not installed; ONNX export and verification need "
+                                     f"them: {INSTALL_HINT}")
+    return mods
+
+
+def _example(model: nn.Module, example_input: torch.Tensor | Sequence[int] | None) -> torch.Tensor:
+    """The tracing input: a tensor, or zeros of shape (2, *input_size). A batch of one is widened
+    to two, because tracers specialise a size-1 axis to a constant (0/1 specialisation)."""
+    if example_input is None:
+        size = getattr(model, "default_cfg", {}).get("input_size")
+        if size is None:
+            raise ValueError("give example_input (a tensor or (C, *S)) for a model without default_cfg")
+        example_input = tuple(size)
+    if not isinstance(example_input, torch.Tensor):
+        example_input = torch.randn(2, *(int(s) for s in example_input))
+    if example_input.ndim < 3:
+        raise ValueError(f"example_input must be (B, C, *S) with 1-3 spatial axes, got shape "
+                         f"{tuple(example_input.shape)}")
+    if example_input.shape[0] == 1:
+        example_input = example_input.expand(2, *example_input.shape[1:]).contiguous()
+    return example_input.to(torch.float32)
+
+
+def _dynamic_shapes(x: torch.Tensor, dynamic_batch: bool, dynamic_spatial: bool,
+                    auto_batch: bool = False) -> dict[str, Any]:
+    spec: dict[int, Any] = {}
+    if dynamic_batch:
+        spec[0] = torch.export.Dim.AUTO if auto_batch else torch.export.Dim("batch", min=1)
+    if dynamic_spatial:
+        # AUTO lets the exporter derive each axis' constraints (a minimum size, a divisibility)
+        # from the model instead of failing on a hand-written range it cannot prove.
+        for axis in range(2, x.ndim):
+            spec[axis] = torch.export.Dim.AUTO
+    return {"x": spec}
+
+
+class _Wrapped(nn.Module):
+    """forward(x) with the argument name the dynamic-shape spec refers to."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _eval_copy(model: nn.Module) -> nn.Module:
+    return _Wrapped(copy.deepcopy(model).float().eval())
+
+
+def _atomic_save(write: Any, path: Path) -> Path:
+    """Write through ``write(tmp_path)`` in a scratch folder beside ``path``, then move every file
+    it wrote into place (the side data file first, the file that names it last)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp_dir / path.name)
+        produced = sorted(tmp_dir.iterdir(), key=lambda p: p.name == path.name)
+        for f in produced:
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def _size_oblivious() -> Any:
+    """Trace with size-oblivious reasoning for backed sizes: checks such as "is this axis 1?"
+    (made by contiguity and memory-format logic, e.g. at a model's 1x1 last feature map) take
+    the general branch instead of specialising the exported graph to the example's size."""
+    from torch.fx.experimental import _config
+
+    return _config.patch(backed_size_oblivious=True)
+
+
+def _rename_axes(model_proto: Any, x: torch.Tensor, dynamic_batch: bool) -> None:
+    """Give the input's symbolic axes readable names (batch, height, width) everywhere in the
+    graph; the exporter calls them s0, s53, ... ."""
+    dims = model_proto.graph.input[0].type.tensor_type.shape.dim
+    names = ["batch", "channels", *_AXIS_NAMES[x.ndim - 2]]
+    mapping = {d.dim_param: names[i] for i, d in enumerate(dims) if d.dim_param and (i > 0 or dynamic_batch)}
+    if not mapping:
+        return
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, mapping)) + r")\b")
+    graph = model_proto.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for d in value.type.tensor_type.shape.dim:
+            if d.dim_param:
+                d.dim_param = pattern.sub(lambda m: mapping[m.group(1)], d.dim_param)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor | Sequence[int] | None = None,
+                dynamic_batch: bool = True, dynamic_spatial: bool = True, opset: int | None = None) -> Path:
+    """Export ``model`` (in eval mode, fp32) to an ONNX file, atomically.
+
+    Args:
+        model: a classifier taking one (B, C, *S) tensor; it is copied, not changed.
+        path: the .onnx file to write (its folder is created). Models above ~1.8 GB keep their
+            weights in ``<path>.data`` beside it (the protobuf 2 GiB limit).
+        example_input: a tensor (B, C, *S) or an input size (C, *S) (default: the model's
+            ``default_cfg["input_size"]``); traced once.
+        dynamic_batch: leave the batch axis symbolic ("batch").
+        dynamic_spatial: leave every spatial axis symbolic ("height", "width", ...).
+        opset: ONNX opset version (default: the exporter's).
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        MissingDependencyError: onnx or onnxscript is not installed.
+    """
+    onnx, _ = require("onnx", "onnxscript")
+    path = Path(path)
+    x = _example(model, example_input)
+    wrapped = _eval_copy(model)
+    with warnings.catch_warnings(), _size_oblivious():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
+        program = torch.onnx.export(wrapped, (x,), None, dynamo=True, input_names=["input"], output_names=["logits"],
+                                    opset_version=opset, verbose=False,
+                                    dynamic_shapes=_dynamic_shapes(x, dynamic_batch, dynamic_spatial))
+    inline = sum(p.numel() * p.element_size() for p in model.parameters()) < _INLINE_LIMIT
+
+    def write(tmp: Path) -> None:
+        program.save(tmp, external_data=not inline)
+        if inline:  # one self-contained file: rename its symbolic axes in place
+            proto = onnx.load(str(tmp))
+            _rename_axes(proto, x, dynamic_batch)
+            onnx.save(proto, str(tmp))
+
+    return _atomic_save(write, path)
+
+
+def verification_inputs(example_input: torch.Tensor | Sequence[int], batch_sizes: Sequence[int] = (1, 3),
+                        spatial: bool = True, seed: int = 0) -> list[torch.Tensor]:
+    """Random inputs at every batch size in ``batch_sizes`` x two spatial sizes other than the
+    example's (or the example's own size where ``spatial`` is False).
+
+    For an example of spatial size s per axis the sizes are s + s // 4 and s + s // 2: larger,
+    so never below a model's minimum input, and (for s a multiple of 32) not multiples of 32,
+    which exercises the odd-size paths (floor division) of strided layers.
+    """
+    shape = tuple(example_input.shape[1:]) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+    c, size = shape[0], shape[1:]
+    sizes = [tuple(v + v // 4 for v in size), tuple(v + v // 2 for v in size)] if spatial else [size]
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, c, *s, generator=g) for b in batch_sizes for s in sizes]
+
+
+def _errors(ref: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
+    ref, got = ref.detach().double(), torch.as_tensor(got).double()
+    if ref.shape != got.shape:
+        raise AssertionError(f"exported output shape {tuple(got.shape)} != PyTorch output shape {tuple(ref.shape)}")
+    abs_err = float((ref - got).abs().max())
+    return abs_err, abs_err / max(float(ref.abs().max()), 1e-12)
+
+
+def _compare(run: Any, model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
+    cases = []
+    with torch.no_grad():
+        for x in inputs:
+            a, r = _errors(model(x), run(x))
+            cases.append({"shape": list(x.shape), "max_abs_err": a, "max_rel_err": r})
+    return {"max_abs_err": max(c["max_abs_err"] for c in cases), "max_rel_err": max(c["max_rel_err"] for c in cases),
+            "cases": cases}
+
+
+def _is_symbolic(dim: Any) -> bool:
+    return not isinstance(dim, int)
+
+
+def verify_onnx(path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                providers: Sequence[str] | None = None, threads: int | None = None) -> dict[str, Any]:
+    """The largest difference between ONNX Runtime running ``path`` and ``model`` (eval, fp32).
+
+    Args:
+        path: an ONNX file.
+        model: the PyTorch model it was exported from.
+        inputs: tensors to compare on; one tensor (e.g. the export's example) is expanded by
+            :func:`verification_inputs` to batch sizes 1 and 3 and, where the file's spatial
+            axes are symbolic, two larger spatial sizes; None reads the input size from the file.
+        providers: ONNX Runtime execution providers (default: CPU).
+        threads: ORT intra-op threads (default: ORT's choice).
+
+    Returns:
+        ``{"max_abs_err", "max_rel_err", "cases": [{"shape", "max_abs_err", "max_rel_err"}]}``
+        where rel = abs / max |PyTorch output|.
+    """
+    (ort,) = require("onnxruntime")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=list(providers or ["CPUExecutionProvider"]))
+    meta = session.get_inputs()[0]
+    dynamic_batch = _is_symbolic(meta.shape[0])
+    dynamic_spatial = all(_is_symbolic(d) for d in meta.shape[2:])
+    if inputs is None:
+        if dynamic_spatial or any(_is_symbolic(d) for d in meta.shape[1:]):
+            size = getattr(model, "default_cfg", {}).get("input_size")
+            if size is None:
+                raise ValueError(f"{path}: symbolic input shape {meta.shape}; pass inputs=")
+        else:
+            size = meta.shape[1:]
+        inputs = torch.zeros(1, *size)
+    if isinstance(inputs, torch.Tensor):
+        inputs = verification_inputs(inputs, (1, 3) if dynamic_batch else (int(meta.shape[0]),), dynamic_spatial)
+    model = copy.deepcopy(model).float().eval()
+    return _compare(lambda x: session.run(None, {meta.name: x.numpy()})[0], model, inputs)
+
+
+def export_program(model: nn.Module, path: str | os.PathLike,
+                   example_input: torch.Tensor | Sequence[int] | None = None,
+                   dynamic_batch: bool = True, dynamic_spatial: bool = True) -> Path:
+    """``torch.export.export`` the model (eval, fp32) with symbolic batch and spatial axes and
+    ``torch.export.save`` it to ``path`` (a .pt2 archive), atomically; arguments as in
+    :func:`export_onnx`. Load it back with ``torch.export.load(path).module()``.
+
+    The program checks its input's shape at run time. Tracing may bound a symbolic axis where
+    the fake convolution picks a memory format by size (a 1x1 map, a batch of one): ResNet,
+    MobileNet and EfficientNet accept any batch and size, ConvNeXt traced at 32 only 32..63;
+    an upper bound makes this re-trace at twice the size (ConvNeXt: 64 and up), where ConvNeXt's
+    program also asserts batch >= 2 (a run-time check that :func:`program_input_ranges`, which
+    reads the range constraints, does not list). The ONNX file has no such checks.
+    """
+    path = Path(path)
+    x = _example(model, example_input)
+    wrapped = _eval_copy(model)
+    for _ in range(3):
+        with warnings.catch_warnings(), _size_oblivious():
+            warnings.simplefilter("ignore")
+            # AUTO batch: where a layer guards "batch != 1" (3-D convolutions pick a memory
+            # format by it) the program asserts it instead of the export failing.
+            program = torch.export.export(wrapped, (x,),
+                                          dynamic_shapes=_dynamic_shapes(x, dynamic_batch, dynamic_spatial, True))
+        ranges = program_input_ranges(program)
+        if not dynamic_spatial or all(hi is None for _, hi in ranges[2:]):
+            break
+        # A size-dependent branch at the example size (a 1x1 last map picks another memory
+        # format) bounded the range from above: trace again at twice the size, where the
+        # general branch is taken, and accept the higher lower bound.
+        x = torch.randn(x.shape[0], x.shape[1], *(2 * s for s in x.shape[2:]))
+    return _atomic_save(lambda tmp: torch.export.save(program, tmp), path)
+
+
+def program_input_ranges(program: Any) -> list[tuple[int, int | None]]:
+    """(min, max) of every input axis an ExportedProgram accepts (max None: unbounded; a fixed
+    axis has min == max)."""
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name not in
+                program.graph_signature.inputs_to_parameters and n.name not in program.graph_signature.inputs_to_buffers)
+    out = []
+    for dim in node.meta["val"].shape:
+        if isinstance(dim, int):
+            out.append((dim, dim))
+            continue
+        vr = program.range_constraints.get(dim.node.expr)
+        lo = int(vr.lower) if vr is not None else 0
+        hi = str(vr.upper) if vr is not None else "oo"
+        out.append((lo, int(hi) if hi.lstrip("-").isdigit() else None))  # sympy's int_oo prints "int_oo"
+    return out
+
+
+def verify_program(path: str | os.PathLike, model: nn.Module,
+                   inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                   batch_sizes: Sequence[int] = (1, 3)) -> dict[str, Any]:
+    """Load a saved ``torch.export`` program and compare it with ``model`` as
+    :func:`verify_onnx` does (one tensor is expanded by :func:`verification_inputs`, within the
+    sizes the program accepts); the result adds ``input_ranges`` (see
+    :func:`program_input_ranges`)."""
+    program = torch.export.load(str(path))
+    ranges = program_input_ranges(program)
+    if inputs is None:
+        size = getattr(model, "default_cfg", {}).get("input_size")
+        if size is None:
+            raise ValueError("verify_program needs inputs= for a model without default_cfg")
+        inputs = torch.zeros(1, *size)
+    if isinstance(inputs, torch.Tensor):
+        fixed_batch = ranges[0][0] == ranges[0][1]
+        fixed_spatial = all(lo == hi for lo, hi in ranges[2:])
+        if not fixed_spatial:  # a re-traced program (see export_program) may start above the example
+            size = [max(s, lo) for s, (lo, _) in zip(inputs.shape[2:], ranges[2:])]
+            inputs = torch.zeros(1, inputs.shape[1], *size)
+        inputs = verification_inputs(inputs, (ranges[0][0],) if fixed_batch else tuple(batch_sizes),
+                                     not fixed_spatial)
+    model = copy.deepcopy(model).float().eval()
+    return {**_compare(program.module(), model, inputs), "input_ranges": ranges}
