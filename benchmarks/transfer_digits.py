@@ -9,7 +9,8 @@ images, 180 of them):
     convnet train --recipe digits_finetune --out frozen --init pre --freeze backbone data.classes=5-9 data.train_per_class=10
 
 The 50 training images are the same in every run (data.split_seed picks them); scratch and
-fine-tuning differ only in --init. Prints one JSON object; seeds with --seeds 0,1,2.
+fine-tuning differ only in --init. Prints one JSON object; seeds with --seeds 0,1,2; trailing
+key=value overrides apply to all four runs (e.g. model.name=lenet5 'model.overrides={}').
 """
 from __future__ import annotations
 
@@ -38,13 +39,14 @@ def train(out: Path, *args: str, overrides: tuple[str, ...] = ()) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (each picks other 50 images and inits)")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
     args = ap.parse_args()
     rows = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in [int(s) for s in args.seeds.split(",")]:
             root = Path(tmp) / f"seed{seed}"
-            s = (f"seed={seed}", f"data.split_seed={seed}")
+            s = (f"seed={seed}", f"data.split_seed={seed}", *args.overrides)
             pre = train(root / "pre", "--recipe", "digits", overrides=("data.classes=0-4", *s))
             scratch = train(root / "scratch", "--recipe", "digits_finetune", overrides=(*FEW, *s))
             tuned = train(root / "tuned", "--recipe", "digits_finetune", "--init", str(root / "pre"),
@@ -55,7 +57,7 @@ def main() -> None:
                          "frozen_acc": frozen, "gain_points": round(100 * (tuned - scratch), 2)})
             print(json.dumps(rows[-1]), file=sys.stderr)
     mean = {k: statistics.mean(r[k] for r in rows) for k in ("scratch_acc", "finetune_acc", "frozen_acc")}
-    print(json.dumps({"runs": rows, "mean": mean, "gain_points": round(100 * (mean["finetune_acc"] - mean["scratch_acc"]), 2),
+    print(json.dumps({"overrides": args.overrides, "runs": rows, "mean": mean, "gain_points": round(100 * (mean["finetune_acc"] - mean["scratch_acc"]), 2),
                       "wall_s": round(time.perf_counter() - t0, 1)}, indent=1))
 
 
