@@ -149,3 +149,25 @@ def test_onnx_static_batch(tmp_path):
     assert ort.InferenceSession(str(path)).get_inputs()[0].shape == [2, 3, "height", "width"]
     report = verify_onnx(path, model, torch.randn(2, 3, 32, 32))
     assert {c["shape"][0] for c in report["cases"]} == {2} and report["max_rel_err"] < TOL
+
+
+def test_onnx_export_of_a_fixed_size_model_keeps_its_size(tmp_path, capsys):
+    """LeNet-5's layers fit 32x32 exactly: `convnet export` makes only the batch dynamic and
+    verifies at the model's own size instead of failing at other sizes."""
+    _ort()
+    from convnet import create_model
+    from convnet.data import Preprocess
+    from convnet.deploy.cli import add_commands
+    from convnet.weights import atomic_write_json, read_json, save_pretrained
+
+    save_pretrained(create_model("lenet5_modern").eval(), tmp_path)
+    cfg = read_json(tmp_path / "config.json", "config")
+    pre = Preprocess(channels=1, source_size=(8, 8), size=(32, 32), content=(20, 20))
+    atomic_write_json(tmp_path / "config.json", {**cfg, "data": {"preprocess": pre.to_dict(), "classes": list("0123456789")}})
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["export", "--run", str(tmp_path), "--format", "onnx", "--json"])
+    assert args.fn(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_rel_err"] < TOL
+    assert {tuple(c["shape"]) for c in report["cases"]} == {(1, 1, 32, 32), (3, 1, 32, 32)}

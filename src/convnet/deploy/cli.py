@@ -69,6 +69,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else stem.with_suffix(".onnx" if args.format == "onnx" else ".pt2")
     example = torch.randn(2, *size)
     dynamic = {"dynamic_batch": not args.static_batch, "dynamic_spatial": not args.static_spatial}
+    if getattr(model, "fixed_input_size", None) is not None and getattr(model, "fixed_input_axes", None) is None:
+        # LeNet-style models whose layers fit one input size exactly: only the batch can vary.
+        dynamic["dynamic_spatial"] = False
     try:
         if args.format == "onnx":
             export_onnx(model, out, example, opset=args.opset, **dynamic)
