@@ -33,6 +33,14 @@ def _trust_ratio(w_norm: torch.Tensor, u_norm: torch.Tensor, numerator: torch.Te
     return torch.where((w_norm > 0) & (u_norm > 0), ratio, torch.ones_like(ratio))
 
 
+
+def _closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """torch.optim's closure protocol: re-evaluate the loss with gradients enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
 class Lars(torch.optim.Optimizer):
     """LARS (You, Gitman & Ginsburg 2017, Algorithm 1), per parameter tensor ``w`` with gradient
     ``g``, global learning rate ``lr``, trust coefficient ``eta``, weight decay ``beta`` and
@@ -69,10 +77,7 @@ class Lars(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
@@ -137,10 +142,7 @@ class Lamb(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
