@@ -31,10 +31,14 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow"
 
-# The README's figures, recomputed (about 20 minutes on 2 cores).
-bench: $(VENV)/.installed
+# The README's figures, recomputed (about 45 minutes on 2 quiet cores; performance.py is most of it).
+bench: $(VENV)/.installed-test
 	$(PY) benchmarks/neocognitron_digits.py --baseline
 	$(PY) benchmarks/digits_models.py
+	$(PY) benchmarks/digits_cv.py
+	$(PY) benchmarks/transfer_digits.py --seeds 0,1,2
+	$(PY) benchmarks/profile_default_job.py
+	$(PY) benchmarks/performance.py --iters 6 --warmup 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build dist src/*.egg-info
