@@ -39,6 +39,8 @@ def train(out: Path, *args: str, overrides: tuple[str, ...] = ()) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (each picks other 50 images and inits)")
+    ap.add_argument("--few-recipe", default="digits_finetune",
+                    help="recipe of the three 5-9 runs (default digits_finetune; `digits` gives them the source's budget)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
     args = ap.parse_args()
     rows = []
@@ -48,16 +50,16 @@ def main() -> None:
             root = Path(tmp) / f"seed{seed}"
             s = (f"seed={seed}", f"data.split_seed={seed}", *args.overrides)
             pre = train(root / "pre", "--recipe", "digits", overrides=("data.classes=0-4", *s))
-            scratch = train(root / "scratch", "--recipe", "digits_finetune", overrides=(*FEW, *s))
-            tuned = train(root / "tuned", "--recipe", "digits_finetune", "--init", str(root / "pre"),
+            scratch = train(root / "scratch", "--recipe", args.few_recipe, overrides=(*FEW, *s))
+            tuned = train(root / "tuned", "--recipe", args.few_recipe, "--init", str(root / "pre"),
                           overrides=(*FEW, *s))
-            frozen = train(root / "frozen", "--recipe", "digits_finetune", "--init", str(root / "pre"),
+            frozen = train(root / "frozen", "--recipe", args.few_recipe, "--init", str(root / "pre"),
                            "--freeze", "backbone", overrides=(*FEW, *s))
             rows.append({"seed": seed, "source_0_4_acc": pre, "scratch_acc": scratch, "finetune_acc": tuned,
                          "frozen_acc": frozen, "gain_points": round(100 * (tuned - scratch), 2)})
             print(json.dumps(rows[-1]), file=sys.stderr)
     mean = {k: statistics.mean(r[k] for r in rows) for k in ("scratch_acc", "finetune_acc", "frozen_acc")}
-    print(json.dumps({"overrides": args.overrides, "runs": rows, "mean": mean, "gain_points": round(100 * (mean["finetune_acc"] - mean["scratch_acc"]), 2),
+    print(json.dumps({"few_recipe": args.few_recipe, "overrides": args.overrides, "runs": rows, "mean": mean, "gain_points": round(100 * (mean["finetune_acc"] - mean["scratch_acc"]), 2),
                       "wall_s": round(time.perf_counter() - t0, 1)}, indent=1))
 
 
