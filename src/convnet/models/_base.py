@@ -46,8 +46,8 @@ class ClassifierHead(nn.Module):
 
 class ConvNetClassifier(nn.Module, abc.ABC):
     """Base class: input checks and the forward split. Subclasses set ``spatial_dims``,
-    ``in_channels``, ``num_classes``, ``feature_info``, ``cam_layer`` and implement
-    ``forward_features``, ``forward_head`` and ``reset_classifier``."""
+    ``in_channels``, ``num_classes``, ``feature_info``, ``cam_layer``, a ``head``, and either
+    ``stem`` and ``stages`` or their own ``forward_features``."""
 
     spatial_dims: int
     in_channels: int
@@ -77,9 +77,17 @@ class ConvNetClassifier(nn.Module, abc.ABC):
             raise ValueError(f"{name} expects spatial size {size}, got {tuple(x.shape[2:])} "
                              f"(its layers fit exactly this size; resize or pad the input)")
 
-    @abc.abstractmethod
+    def forward_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """``stem`` then every one of ``stages`` in order: the trunk most families share."""
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, *S) -> the last feature map (B, C, *S')."""
+        """(B, in_channels, *S) -> the last feature map (B, C, *S'). By default the trunk of
+        :meth:`forward_stages`; families with another layout or a tail after the stages override it."""
+        return self.forward_stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

@@ -160,12 +160,6 @@ class CoAtNet(ConvNetClassifier):
         self.cam_layer = f"stages.{len(self.stages) - 1}"
         init_he(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
 
 _PAPER = ("Dai, Liu, Le, Tan. CoAtNet: Marrying Convolution and Attention for All Data Sizes. "
           "NeurIPS 2021")

@@ -220,12 +220,6 @@ class ConvNeXt(ConvNetClassifier):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
 
 # -- the modernisation path (Liu et al. 2022, §2, Fig. 2) ---------------------------------------
 

@@ -221,9 +221,7 @@ class DenseNet(ConvNetClassifier):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
+        x = self.forward_stages(x)
         return self.final_act(self.final_norm(x))
 
 

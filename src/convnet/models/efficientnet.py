@@ -255,9 +255,7 @@ class EfficientNet(ConvNetClassifier):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)  # (B, C, *S) -> (B, stem, *S/2)
-        for stage in self.stages:
-            x = stage(x)
+        x = self.forward_stages(x)  # (B, C, *S) -> (B, last stage, *S/32)
         return self.conv_head(x)  # (B, head_width, *S/32)
 
 

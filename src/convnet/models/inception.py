@@ -106,12 +106,6 @@ class InceptionNet(ConvNetClassifier):
 
     aux_taps: dict[str, tuple[int, int]]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(logits, *aux_logits)`` in the order of ``aux_taps``, in train or eval mode.
 

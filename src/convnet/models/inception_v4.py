@@ -250,9 +250,7 @@ class _InceptionBase(ConvNetClassifier):
         init_he(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
+        x = self.forward_stages(x)
         return self.final_conv(x)
 
 

@@ -181,9 +181,7 @@ class MobileNet(ConvNetClassifier):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
+        x = self.forward_stages(x)
         return self.final_conv(x) if self.final_conv is not None else x
 
 

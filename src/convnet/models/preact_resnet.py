@@ -156,9 +156,7 @@ class PreActResNet(ConvNetClassifier):
         init_he(self)  # std sqrt(2 / (k^d * out_channels)), as the authors' code
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
+        x = self.forward_stages(x)
         return self.final_act(self.final_norm(x))
 
 

@@ -160,12 +160,6 @@ class Xception(ConvNetClassifier):
     def _init_weights(self) -> None:
         init_he(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
 
 _PAPER = "Chollet. Xception: Deep Learning with Depthwise Separable Convolutions. CVPR 2017"
 
