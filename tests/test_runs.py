@@ -33,7 +33,7 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
-def _cli(*args, env=None):
+def _cli(*args):
     return [sys.executable, "-m", "convnet", *args]
 
 

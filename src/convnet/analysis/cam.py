@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.factory import linear_mode
+
 __all__ = ["CAMResult", "cam_layer_name", "grad_cam", "grad_cam_pp_weights", "grad_cam_weights"]
 
 
@@ -161,7 +163,7 @@ def grad_cam(
     acts, grads = acts.detach(), grads.detach()
     weights = grad_cam_weights(acts, grads) if method == "gradcam" else grad_cam_pp_weights(acts, grads)
     raw = F.relu((weights.view(*weights.shape, *([1] * (acts.ndim - 2))) * acts).sum(1))  # (B, *S')
-    mode = ("linear", "bilinear", "trilinear")[x.ndim - 3]
+    mode = linear_mode(x.ndim - 2)
     up = F.interpolate(raw.unsqueeze(1).float(), size=tuple(x.shape[2:]), mode=mode, align_corners=False)[:, 0]
     peak = up.flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (up.ndim - 1)))
     cam = (up / peak).clamp_(0, 1)

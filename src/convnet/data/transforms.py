@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..layers.factory import linear_mode
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -38,7 +40,7 @@ class Preprocess:
         x = x.float()
         content = tuple(self.content or self.size)
         if tuple(x.shape[2:]) != content:
-            mode = ("linear", "bilinear", "trilinear")[x.ndim - 3]
+            mode = linear_mode(x.ndim - 2)
             x = F.interpolate(x, size=content, mode=mode, align_corners=False).clamp_(0.0, 1.0)
         pads: list[int] = []
         for s, c in reversed(list(zip(self.size, content))):
@@ -64,7 +66,7 @@ class Preprocess:
                 raise ValueError(f"expected an image with 1 or {self.channels} channels, got {image.shape[0]}")
         x = image.unsqueeze(0).float()
         if tuple(x.shape[2:]) != tuple(self.source_size):
-            mode = ("linear", "bilinear", "trilinear")[x.ndim - 3]
+            mode = linear_mode(x.ndim - 2)
             x = F.interpolate(x, size=self.source_size, mode=mode, antialias=x.ndim == 4,
                               align_corners=False).clamp_(0.0, 1.0)
         return self(x)

@@ -49,6 +49,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..layers.factory import memory_format
+
 MODES = ("eager", "optimized", "onnxruntime")
 _DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _CEILINGS: dict[tuple[str, str, int], float] = {}
@@ -177,10 +179,6 @@ class _PeakMemory:
             self.mb = peak / (2 ** 20 if sys.platform == "darwin" else 1024)
 
 
-def _channels_last(spatial_dims: int) -> torch.memory_format | None:
-    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(spatial_dims)
-
-
 def _autocast(device: torch.device, dtype: torch.dtype) -> Any:
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -229,7 +227,7 @@ def _inference_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.d
             info["optimizer"] = "convnet.deploy.optimize"
             info["compiled"] = bool(getattr(fast, "compiled", compile))
         else:
-            fmt = _channels_last(x.ndim - 2)
+            fmt = memory_format(x.ndim - 2)
             fast = copy.deepcopy(model).eval()
             fast = fast.to(memory_format=fmt) if fmt else fast
             fast = torch.compile(fast) if compile else fast
@@ -276,7 +274,7 @@ def _train_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype
     model.train()
     info: dict[str, Any] = {"optimizer": "SGD(momentum=0.9)"}
     if mode == "optimized":
-        fmt = _channels_last(x.ndim - 2)
+        fmt = memory_format(x.ndim - 2)
         if fmt is not None:
             model = model.to(memory_format=fmt)
             x = x.contiguous(memory_format=fmt)

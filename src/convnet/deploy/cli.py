@@ -16,13 +16,6 @@ EXAMPLES = """examples:
 """
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,224,224, got {text!r}") from None
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_model, format_result
     from .export import MissingDependencyError
@@ -104,6 +97,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``bench`` and ``export`` to the ``convnet`` subcommand parser ``sub``."""
+    from ..cli import _int_tuple  # the main CLI's size parser; imported here, convnet.cli imports this module
+
     b = sub.add_parser("bench", help="images/s, latency, memory and share of the matmul ceiling vs eager fp32",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("model", help="registered model name")

@@ -44,7 +44,7 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
-from ..layers.factory import SameConv
+from ..layers.factory import SameConv, memory_format
 from ..layers.inflation import InflatedConv
 
 __all__ = ["OptimizedModel", "bf16_supported", "fold_batchnorm", "optimize", "remaining_batchnorms",
@@ -210,11 +210,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") 
     return _DTYPES[dtype]
 
 
-def memory_format_for(spatial_dims: int) -> torch.memory_format | None:
-    """channels_last for 2-D, channels_last_3d for 3-D, None for 1-D (PyTorch has no such format)."""
-    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(spatial_dims)
-
-
 def _spatial_dims(model: nn.Module, example_input: torch.Tensor | None) -> int | None:
     dims = getattr(model, "spatial_dims", None)
     if dims is None and example_input is not None:
@@ -377,7 +372,8 @@ def optimize(model: nn.Module, *, dtype: str | torch.dtype = "auto", compile: bo
     compute = resolve_dtype(dtype, device)
     prepared = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
     prepared = prepared.to(dtype=compute)
-    fmt = memory_format_for(_spatial_dims(model, example_input) or 0) if channels_last else None
+    dims = _spatial_dims(model, example_input)
+    fmt = memory_format(dims) if channels_last and dims else None
     if fmt is not None:
         prepared = prepared.to(memory_format=fmt)  # rank-4/5 weights only; others untouched
     for p in prepared.parameters():

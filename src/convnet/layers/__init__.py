@@ -14,7 +14,9 @@ from .factory import (
     conv_class,
     conv_transpose,
     dropout,
+    linear_mode,
     max_pool,
+    memory_format,
     norm,
     ntuple,
     pool,
@@ -30,5 +32,5 @@ __all__ = [
     "DepthwiseSeparable", "GlobalPool", "InvertedResidual", "LayerScale", "make_divisible", "GlobalResponseNorm", "InflatedConv", "inflate_module", "LocalResponseNorm", "SameConv", "SamePool", "ScaledTanh",
     "SqueezeExcite", "TrainableSubsampling", "act", "adaptive_avg_pool", "adaptive_max_pool",
     "avg_pool", "check_dims", "conv", "conv_class", "conv_transpose", "drop_path", "dropout",
-    "get_act", "max_pool", "norm", "ntuple", "pool",
+    "get_act", "linear_mode", "max_pool", "memory_format", "norm", "ntuple", "pool",
 ]

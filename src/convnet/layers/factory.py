@@ -231,3 +231,14 @@ def dropout(spatial_dims: int | None, p: float, channelwise: bool = False) -> nn
     if not channelwise:
         return nn.Dropout(p)
     return _pick(spatial_dims or 2, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))(p)
+
+
+def memory_format(spatial_dims: int) -> torch.memory_format | None:
+    """The channels-last layout of a (B, C, *S) tensor: ``channels_last`` in 2-D,
+    ``channels_last_3d`` in 3-D, None in 1-D (PyTorch has no such format for rank 3)."""
+    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(check_dims(spatial_dims))
+
+
+def linear_mode(spatial_dims: int) -> str:
+    """F.interpolate's (multi)linear mode for ``spatial_dims`` axes."""
+    return ("linear", "bilinear", "trilinear")[check_dims(spatial_dims) - 1]

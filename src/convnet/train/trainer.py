@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import layers as L
 from ..data import DataSplits, load_data
 from ..data.datasets import select_classes
 from ..models import count_parameters, create_model
@@ -122,11 +123,6 @@ def first_conv_weight(model: nn.Module) -> torch.Tensor | None:
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return m.weight.detach().cpu()
     return None
-
-
-def _memory_format(spatial_dims: int) -> torch.memory_format | None:
-    # channels_last exists for 4-D and 5-D tensors only; 1-D models keep the default layout.
-    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(spatial_dims)
 
 
 def _all_finite(model: nn.Module) -> str | None:
@@ -242,7 +238,7 @@ class Trainer:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("head."))
         self.model.to(self.device)
-        self.memory_format = _memory_format(cfg.model.spatial_dims) if cfg.channels_last else None
+        self.memory_format = L.memory_format(cfg.model.spatial_dims) if cfg.channels_last else None
         if self.memory_format is not None:
             self.model.to(memory_format=self.memory_format)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -413,8 +409,7 @@ class Trainer:
             if self.augment.enabled:
                 xb, targets = self.augment(xb, yb, self.generator)
             if size is not None and tuple(xb.shape[2:]) != size:
-                mode = ("linear", "bilinear", "trilinear")[xb.ndim - 3]
-                xb = F.interpolate(xb, size=size, mode=mode, align_corners=False)
+                xb = F.interpolate(xb, size=size, mode=L.linear_mode(xb.ndim - 2), align_corners=False)
             global_n = len(yb)
             if self.world > 1:  # this process's slice of the global batch
                 lo, hi = (global_n * self.rank) // self.world, (global_n * (self.rank + 1)) // self.world
