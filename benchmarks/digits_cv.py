@@ -71,17 +71,12 @@ def svm_cv(k: int = FOLDS, n_jobs: int = 1) -> dict[str, Any]:
 
 def cnn_cv(recipe: str = "digits", k: int = FOLDS, threads: int = 0) -> dict[str, Any]:
     """``convnet train --recipe RECIPE --cv K`` (threads=0: torch's default, 2 on these machines)."""
-    from convnet.cli import main as convnet
+    from _train import convnet_train
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cv"
         start = time.perf_counter()
-        code = convnet(["train", "--recipe", recipe, "--cv", str(k), "--no-progress", "--out", str(out),
-                        f"threads={threads}"])
+        result = convnet_train(Path(tmp) / "cv", "--recipe", recipe, "--cv", str(k), overrides=(f"threads={threads}",))
         wall = time.perf_counter() - start
-        if code != 0:
-            raise SystemExit(f"convnet train --recipe {recipe} --cv {k} exited with {code}")
-        result = json.loads((out / "summary.json").read_text())
     return {**_stats(result["fold_acc"]), "wall_s": round(wall, 2), "train_s": result["fold_wall_s"],
             "command": f"convnet train --recipe {recipe} --cv {k}"}
 

@@ -8,13 +8,12 @@ runs them one after another and prints one JSON line per job (test accuracy, tra
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-from convnet.cli import main as convnet
+from _train import convnet_train
 
 JOBS: dict[str, list[str]] = {
     "lenet5": ["--model", "lenet5"],
@@ -29,16 +28,9 @@ JOBS: dict[str, list[str]] = {
 
 def run(name: str, args: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / name
-        # key=value overrides go last: argparse takes positionals in one run.
         flags = [a for a in args if "=" not in a or a.startswith("-")]
         overrides = [a for a in args if a not in flags]
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
-            code = convnet(["train", "--data", "digits", *flags, "--out", str(out), "--no-progress",
-                            *overrides, "report=false"])
-        if code != 0:
-            raise SystemExit(f"{name}: convnet train exited with {code}")
-        summary = json.loads((out / "summary.json").read_text())
+        summary = convnet_train(Path(tmp) / name, "--data", "digits", *flags, overrides=(*overrides, "report=false"))
     keep = ("model", "test_acc", "test_prototype_acc", "test_probe_acc", "wall_s", "epochs", "params", "threads")
     return {"command": "convnet train --data digits " + " ".join(args), **{k: summary[k] for k in keep if k in summary}}
 

@@ -15,7 +15,6 @@ key=value overrides apply to all four runs (e.g. model.name=lenet5 'model.overri
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -23,17 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from convnet.cli import main as convnet
+from _train import convnet_train
 
 FEW = ["data.classes=5-9", "data.train_per_class=10"]
 
 
 def train(out: Path, *args: str, overrides: tuple[str, ...] = ()) -> float:
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
-        code = convnet(["train", *args, "--out", str(out), "--no-progress", *overrides, "report=false"])
-    if code != 0:
-        raise SystemExit(f"convnet train {' '.join(args)} exited with {code}")
-    return json.loads((out / "summary.json").read_text())["test_acc"]
+    return convnet_train(out, *args, overrides=(*overrides, "report=false"))["test_acc"]
 
 
 def main() -> None:
