@@ -336,3 +336,12 @@ def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler.*training eagerly"):
         summary = Trainer(_cfg(tmp_path / "c", "epochs=1", "compile=true"), progress=False).fit()
     assert summary["test_acc"] > 0.5
+
+
+def test_cross_validate_on_a_subset_of_classes(tmp_path):
+    """data.classes subsets once, before folding; each fold trains on its split as given."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    result = cross_validate(_cfg(tmp_path / "cv", "epochs=1", "data.classes=5-9"), 2)
+    assert result["n"] == int((sk_digits().target >= 5).sum()) and len(result["fold_acc"]) == 2
+    assert json.loads((tmp_path / "cv" / "fold_0" / "config.json").read_text())["data"]["classes"] == list("56789")

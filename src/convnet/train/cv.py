@@ -10,7 +10,6 @@ fold k; its run directory is ``OUT/fold_k``. ``OUT/summary.json`` holds cv_acc_m
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +52,14 @@ def cross_validate(cfg: TrainConfig, folds: int, progress: bool = False, resume:
         progress: progress bars.
         resume: skip finished folds and resume the interrupted one.
     """
-    from .trainer import RunError, Trainer
+    from .trainer import RunError, Trainer, default_run_dir
 
     if cfg.data.train_per_class:
         raise ConfigError("--cv with data.train_per_class is not supported: folds use every image")
     data = cv_data(cfg)
     x, y = data.train
     if not cfg.out:
-        cfg.out = str(Path("runs") / f"{cfg.model.name}-{cfg.data.name.split(':')[0]}-cv{folds}-{time.strftime('%Y%m%d-%H%M%S')}")
+        cfg.out = default_run_dir(cfg, f"cv{folds}")
     out = Path(cfg.out)
     if not resume and (out / "summary.json").is_file():
         raise RunError(f"{out} already holds a cross-validation; pass --resume or choose another --out")

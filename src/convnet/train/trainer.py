@@ -69,6 +69,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def default_run_dir(cfg: TrainConfig, tag: str = "") -> str:
+    """``runs/<model>-<data>[-tag]-<time>``: where a run goes when ``out`` is not given."""
+    data = cfg.data.name.split(":")[0].replace("/", "_")
+    return str(Path("runs") / "-".join(filter(None, (cfg.model.name, data, tag, time.strftime("%Y%m%d-%H%M%S")))))
+
+
 def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
@@ -193,9 +199,7 @@ class Trainer:
         self.cfg.out = box[0]
 
     def _default_out(self) -> str:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        data = self.cfg.data.name.split(":")[0].replace("/", "_")
-        return str(Path("runs") / f"{self.cfg.model.name}-{data}-{stamp}")
+        return default_run_dir(self.cfg)
 
     def _prepare_run_dir(self) -> Path:
         cfg = self.cfg
@@ -220,9 +224,13 @@ class Trainer:
         return run_dir
 
     def _load_data(self) -> DataSplits:
+        """``cfg.data`` loaded and subset; splits given to the constructor are used as they are
+        (cross-validation folds have been subset once already)."""
+        if self.data is not None:
+            return self.data
         cfg = self.cfg
-        data = self.data or load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
-                                      cfg.data.test_fraction, cfg.data.split_seed)
+        data = load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
+                         cfg.data.test_fraction, cfg.data.split_seed)
         if cfg.data.classes or cfg.data.train_per_class:
             data = select_classes(data, cfg.data.classes, cfg.data.train_per_class, cfg.data.split_seed)
         return data
