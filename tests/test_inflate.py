@@ -12,7 +12,7 @@ from convnet.models import get_entry, inflate, list_models
 NOT_INFLATABLE = {"lenet5": "ConnectionTableConv", "lenet1": "ConnectionTableConv", "neocognitron": "SCellLayer",
                   # T repeated frames give T copies of each patch token against one class token.
                   "vit_s_16": "PositionEmbedding", "vit_b_16": "PositionEmbedding", "vit_l_16": "PositionEmbedding"}
-INFLATABLE = [n for n in list_models() if 2 in get_entry(n).spatial_dims and n not in NOT_INFLATABLE]
+INFLATABLE = [n for n in list_models(task="classify") if 2 in get_entry(n).spatial_dims and n not in NOT_INFLATABLE]
 
 
 @pytest.mark.parametrize("name", INFLATABLE)

@@ -5,7 +5,7 @@ import torch
 from conftest import input_size, tiny_model
 from convnet.models import get_entry, list_models
 
-CASES = [(n, d) for n in list_models() for d in get_entry(n).spatial_dims]
+CASES = [(n, d) for n in list_models(task="classify") for d in get_entry(n).spatial_dims]
 
 
 def _modules(model):

@@ -61,7 +61,7 @@ def _check(name, spatial_dims, size=None):
     return rf
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task="classify"))
 def test_matches_gradient_2d(name):
     """At the contract tests' input; the field is often clipped to the whole input there."""
     _check(name, 2)
@@ -74,7 +74,7 @@ FAST_1D = {"alexnet", "vgg11_bn", "resnet18", "resnet50", "resnet20_cifar", "pre
 
 
 @pytest.mark.parametrize("name", [n if n in FAST_1D else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in list_models()])
+                                  for n in list_models(task="classify")])
 def test_matches_gradient_1d_unclipped(name):
     """In 1-D the input can be made longer than the field, so the measured extent is the full
     field of the centre unit: size, jump and start are all checked, not only the clipped span."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +28,9 @@ from torch import Tensor
 
 from .transforms import random_affine
 
-if TYPE_CHECKING:  # data/ must not import train/ at run time (DESIGN.md: data -> model -> train)
-    from ..train.config import AugmentConfig
-
 __all__ = [
     "AUTO_AUGMENT_IMAGENET",
+    "AugmentConfig",
     "IMAGENET_PCA_EIGVAL",
     "IMAGENET_PCA_EIGVEC",
     "POLICY_OPS",
@@ -65,6 +63,34 @@ IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
 
 # ITU-R 601-2 luma, the grey level of PIL and torchvision.
 _LUMA = (0.2989, 0.587, 0.114)
+
+
+@dataclass
+class AugmentConfig:
+    """Batch augmentations on the training device (data/augment.py); zero/empty disables each."""
+    # Planar distortions (LeCun et al. 1998, §III.C).
+    shift: float = 2.0  # translation, pixels per axis
+    scale: float = 0.1  # scale per axis in [1 - scale, 1 + scale] (also squeezes)
+    shear: float = 0.2  # horizontal shear factor
+    rotate: float = 0.0  # degrees
+    hflip: float = 0.0  # probability of flipping the last axis
+    vflip: float = 0.0  # probability of flipping the second-to-last axis (2-D/3-D)
+    crop_padding: int = 0  # pad by this many pixels per side, crop back at random (CIFAR)
+    resized_crop: float = 0.0  # random resized crop: minimum area fraction (0.08 for ImageNet)
+    color_jitter: float = 0.0  # brightness, contrast and saturation strength
+    hue: float = 0.0  # hue shift, fraction of the colour circle
+    pca_lighting: float = 0.0  # AlexNet's PCA lighting noise std (0.1 in the paper)
+    erase: float = 0.0  # random erasing (Cutout) probability
+    erase_area: tuple[float, float] = (0.02, 0.25)  # erased area fraction range
+    auto_augment: str = ""  # "" or "imagenet" (Cubuk et al. 2019's ImageNet policy)
+    rand_augment_n: int = 0  # RandAugment: ops per image (0 disables)
+    rand_augment_m: float = 9.0  # RandAugment magnitude, 0..30
+    trivial_augment: bool = False
+    mixup: float = 0.0  # Mixup Beta(alpha, alpha); 0 disables
+    cutmix: float = 0.0  # CutMix Beta(alpha, alpha); 0 disables
+    mix_prob: float = 1.0  # probability a batch is mixed at all
+    switch_prob: float = 0.5  # with both on: probability of CutMix rather than Mixup
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class ModelEntry:
     spatial_dims: tuple[int, ...] = (1, 2, 3)
     reference_params: int | None = None  # the figure from the paper or reference implementation
     reference: str = ""  # where reference_params comes from
+    task: str = "classify"  # the task the model's output serves (convnet.tasks): classify, segment, detect, ...
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,11 +79,13 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}{hint}") from None
 
 
-def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
-    """Registered names matching a shell-style pattern (``"resnet*"``), sorted."""
+def list_models(pattern: str = "*", family: str | None = None, task: str | None = None) -> list[str]:
+    """Registered names matching a shell-style pattern (``"resnet*"``), of one family and one
+    task (``"classify"``, ``"segment"``, ...) when given, sorted."""
     _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items()
-                  if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family))
+                  if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family)
+                  and (task is None or e.task == task))
 
 
 def _constructor_params(cls: Callable[..., nn.Module]) -> set[str]:
@@ -180,4 +183,5 @@ def model_info(name: str) -> dict[str, Any]:
         "num_classes": entry.num_classes,
         "input_size": entry.input_size,
         "spatial_dims": entry.spatial_dims,
+        "task": entry.task,
     }

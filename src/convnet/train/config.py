@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.augment import AugmentConfig
+
 
 @dataclass
 class ModelConfig:
@@ -24,39 +26,17 @@ class ModelConfig:
 class DataConfig:
     name: str = "digits"
     batch_size: int = 32
+    workers: int = 0  # DataLoader worker processes for streamed data (0: load in the training process)
+    stream: str = "auto"  # "memory" (preprocess every split into tensors), "disk" (decode per sample), "auto"
+    memory_limit_mb: int = 2048  # "auto" streams a data set whose preprocessed tensors would exceed this
+    max_bad_fraction: float = 0.01  # streamed files that fail to decode are skipped up to this fraction
+    max_pixels: int = 89_478_485  # images with more pixels are refused before decoding (Pillow's bomb limit)
     image_size: int = 0  # 0: the data set's default (32 for the digits)
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0
     classes: str = ""  # keep only these classes, e.g. "0-4" or "1,3,7" ("" = all)
     train_per_class: int = 0  # keep this many training images per class (0 = all; few-shot)
-
-
-@dataclass
-class AugmentConfig:
-    """Batch augmentations on the training device (data/augment.py); zero/empty disables each."""
-    # Planar distortions (LeCun et al. 1998, §III.C).
-    shift: float = 2.0  # translation, pixels per axis
-    scale: float = 0.1  # scale per axis in [1 - scale, 1 + scale] (also squeezes)
-    shear: float = 0.2  # horizontal shear factor
-    rotate: float = 0.0  # degrees
-    hflip: float = 0.0  # probability of flipping the last axis
-    vflip: float = 0.0  # probability of flipping the second-to-last axis (2-D/3-D)
-    crop_padding: int = 0  # pad by this many pixels per side, crop back at random (CIFAR)
-    resized_crop: float = 0.0  # random resized crop: minimum area fraction (0.08 for ImageNet)
-    color_jitter: float = 0.0  # brightness, contrast and saturation strength
-    hue: float = 0.0  # hue shift, fraction of the colour circle
-    pca_lighting: float = 0.0  # AlexNet's PCA lighting noise std (0.1 in the paper)
-    erase: float = 0.0  # random erasing (Cutout) probability
-    erase_area: tuple[float, float] = (0.02, 0.25)  # erased area fraction range
-    auto_augment: str = ""  # "" or "imagenet" (Cubuk et al. 2019's ImageNet policy)
-    rand_augment_n: int = 0  # RandAugment: ops per image (0 disables)
-    rand_augment_m: float = 9.0  # RandAugment magnitude, 0..30
-    trivial_augment: bool = False
-    mixup: float = 0.0  # Mixup Beta(alpha, alpha); 0 disables
-    cutmix: float = 0.0  # CutMix Beta(alpha, alpha); 0 disables
-    mix_prob: float = 1.0  # probability a batch is mixed at all
-    switch_prob: float = 0.5  # with both on: probability of CutMix rather than Mixup
 
 
 @dataclass
@@ -116,7 +96,16 @@ class DistillConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What the model is trained to do (convnet.tasks): its name and the task's own options,
+    e.g. ``task.name=segment task.options.loss=dice_ce``."""
+    name: str = "classify"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -127,6 +116,7 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     recipe: str = ""  # the recipe these settings started from (informational)
     epochs: int = 60
+    max_steps: int = 0  # stop after this many optimiser steps (0: no limit; for quick trials)
     seed: int = 0
     device: str = "auto"  # cpu, cuda, auto
     out: str = ""  # run directory; "" = runs/<model>-<data>-<time>
@@ -157,11 +147,15 @@ class ConfigError(ValueError):
     """An unknown config key or a value of the wrong type."""
 
 
+# Dict-valued sections whose keys are not fixed: model arguments and a task's own options.
+FREE_FORM = ("model.overrides", "task.options")
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "overrides":
+        if isinstance(v, dict) and key not in FREE_FORM:
             out += _flatten(v, key + ".")
         else:
             out.append((key, v))
@@ -183,7 +177,7 @@ def config_keys(cfg: Any = None, prefix: str = "") -> list[str]:
 
 def _resolve_key(key: str) -> str:
     keys = config_keys()
-    if key in keys or key.startswith("model.overrides."):
+    if key in keys or key.startswith(tuple(f + "." for f in FREE_FORM)):
         return key
     leaf = [k for k in keys if k.rsplit(".", 1)[-1] == key]
     if len(leaf) == 1:
@@ -256,8 +250,9 @@ def apply_override(cfg: TrainConfig, key: str, value: Any, parse: bool = True) -
     """Set one dotted key on cfg, checking the key and the value's type."""
     key = _resolve_key(key)
     parts = key.split(".")
-    if parts[:2] == ["model", "overrides"] and len(parts) > 2:
-        cfg.model.overrides[".".join(parts[2:])] = _parse_loose(value) if parse and isinstance(value, str) else value
+    if ".".join(parts[:2]) in FREE_FORM and len(parts) > 2:
+        free = getattr(getattr(cfg, parts[0]), parts[1])
+        free[".".join(parts[2:])] = _parse_loose(value) if parse and isinstance(value, str) else value
         return
     target: Any = cfg
     for p in parts[:-1]:
