@@ -36,15 +36,30 @@ class ModelEntry:
     year: int
     in_channels: int = 3
     num_classes: int = 1000
-    input_size: int = 224  # per spatial axis, the paper's training resolution
+    input_size: int | tuple[int, ...] = 224  # per spatial axis (or one per axis), the paper's training resolution
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     fixed_input_size: bool = False
     spatial_dims: tuple[int, ...] = (1, 2, 3)
+    # What create_model builds when not told: None means 2 where supported, else the first listed
+    # (a sequence model is 1-D, a video model 3-D).
+    default_spatial_dims: int | None = None
     reference_params: int | None = None  # the figure from the paper or reference implementation
     reference: str = ""  # where reference_params comes from
     task: str = "classify"  # the task the model's output serves (convnet.tasks): classify, segment, detect, ...
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def default_dims(self) -> int:
+        """The spatial dims create_model builds when not told."""
+        if self.default_spatial_dims is not None:
+            return self.default_spatial_dims
+        return 2 if 2 in self.spatial_dims else self.spatial_dims[0]
+
+    def input_shape(self, spatial_dims: int) -> tuple[int, ...]:
+        """The paper's input extent per spatial axis."""
+        if isinstance(self.input_size, int):
+            return (self.input_size,) * spatial_dims
+        return tuple(self.input_size)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -95,7 +110,7 @@ def _constructor_params(cls: Callable[..., nn.Module]) -> set[str]:
 def create_model(
     name: str,
     *,
-    spatial_dims: int = 2,
+    spatial_dims: int | None = None,
     in_channels: int | None = None,
     num_classes: int | None = None,
     **overrides: Any,
@@ -104,7 +119,8 @@ def create_model(
 
     Args:
         name: a registered name (``list_models()``).
-        spatial_dims: 1 (signals), 2 (images) or 3 (volumes, clips).
+        spatial_dims: 1 (signals), 2 (images) or 3 (volumes, clips); None means the entry's
+            default (2 for image models, 1 for sequence models, 3 for video models).
         in_channels: input channels; None means the paper's (3 for ImageNet models, 1 for LeNet).
         num_classes: outputs; None means the paper's (1000 for ImageNet models, 10 for LeNet).
         **overrides: fields of the variant's spec, or keyword arguments of the model class.
@@ -113,6 +129,8 @@ def create_model(
         ValueError: unknown name, unsupported spatial_dims, or an unknown override.
     """
     entry = get_entry(name)
+    if spatial_dims is None:
+        spatial_dims = entry.default_dims()
     if spatial_dims not in entry.spatial_dims:
         raise ValueError(f"{name} supports spatial_dims {entry.spatial_dims}, got {spatial_dims!r}")
     spec_fields = {f.name for f in dataclasses.fields(entry.spec)} if entry.spec is not None else set()
@@ -133,7 +151,7 @@ def create_model(
     model.default_cfg = {
         "name": name,
         "family": entry.family,
-        "input_size": (in_channels,) + (entry.input_size,) * spatial_dims,
+        "input_size": (in_channels,) + entry.input_shape(spatial_dims),
         "fixed_input_size": entry.fixed_input_size,
         "mean": entry.mean if in_channels == len(entry.mean) else (entry.mean[0],) * in_channels,
         "std": entry.std if in_channels == len(entry.std) else (entry.std[0],) * in_channels,
