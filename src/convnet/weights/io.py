@@ -1,15 +1,46 @@
 """Atomic files: a reader never sees half a checkpoint, whatever kills the writer.
 
 Write to a temporary file in the same directory, flush and fsync it, rename it over the
-target (atomic on POSIX), then fsync the directory so the rename itself survives a crash.
+target (atomic on POSIX), then fsync the directory so the rename itself survives a crash. The
+file gets the mode any other new file of the process would (0666 less the umask): ``mkstemp``
+creates it 0600, which would make some of a run's files private and others not.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, without changing it where the kernel shows it.
+
+    Linux (4.7 and later) shows it in ``/proc/self/status``. Elsewhere the only way to read it
+    is to set it and set it back; between the two calls another thread creating a file would
+    get the temporary value, so that value is 0o077 (owner only: the safe side), and the pair
+    runs under a lock against our own callers.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file now: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -31,6 +62,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0600 -> what the umask gives every other file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
