@@ -7,12 +7,12 @@ import json
 import os
 import resource
 import struct
-import threading
 
 import pytest
 import torch
 
 from conftest import tiny_model
+from guards import run_with_timeout
 from convnet import from_pretrained, load_pretrained, save_pretrained
 from convnet.weights import (atomic_write_bytes, check_finite, current_umask, load_state, load_tensors,
                              read_safetensors_header, save_tensors)
@@ -30,26 +30,6 @@ def _write_safetensors(path, header: dict, data: bytes = b"", raw_header: bytes 
 
 def _entry(dtype: str, shape: list, begin: int, end: int) -> dict:
     return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
-
-
-def _run_with_timeout(fn, seconds: float = 20.0):
-    """Run fn in a thread; a call that hangs (a FIFO opened for reading) fails the test
-    instead of hanging the suite."""
-    result: dict = {}
-
-    def target():
-        try:
-            result["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            result["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"call still blocked after {seconds} s"
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 # --- finite values ------------------------------------------------------------------------
@@ -258,7 +238,7 @@ def test_a_fifo_given_as_weights_is_refused_without_blocking(tmp_path, suffix):
     fifo = tmp_path / f"w{suffix}"
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match=rf"w\{suffix}: is a FIFO, expected .* \(a regular file\); not read"):
-        _run_with_timeout(lambda: load_pretrained(tiny_model("lenet5", 2, 1, 10), fifo))
+        run_with_timeout(lambda: load_pretrained(tiny_model("lenet5", 2, 1, 10), fifo))
 
 
 def test_a_directory_without_weights_is_not_found(tmp_path):

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import struct
+import threading
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,8 +35,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..weights.io import file_kind, open_regular_file
+
 __all__ = [
     "CIFAR10_CLASSES",
+    "DEFAULT_MAX_PIXELS",
     "DataFormatError",
     "IMAGE_EXTENSIONS",
     "ImageFolder",
@@ -59,6 +65,11 @@ class DataFormatError(ValueError):
     """A data file exists but its contents are not what the reader expects."""
 
 
+# Pillow's default Image.MAX_IMAGE_PIXELS, int(1024 * 1024 * 1024 // 4 // 3): the size at
+# which Pillow itself starts to warn of a decompression bomb.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
 # --------------------------------------------------------------------------
 # Single images
 # --------------------------------------------------------------------------
@@ -71,7 +82,12 @@ _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def load_image(path: PathLike, mode: str | None = None) -> torch.Tensor:
+def load_image(
+    path: PathLike,
+    mode: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    target_size: int | Sequence[int] | None = None,
+) -> torch.Tensor:
     """Decodes an image file into a float tensor.
 
     Any format and mode Pillow reads is accepted. Images with transparency
@@ -80,35 +96,65 @@ def load_image(path: PathLike, mode: str | None = None) -> torch.Tensor:
     65535 rather than clipped to 8 bits. For multi-frame files (animated GIF,
     multi-page TIFF) only the first frame is read.
 
+    Nothing is decoded before two checks: the path must be a regular file (a
+    FIFO would block the read forever, a device may act on being opened, a
+    directory is a mistake), and the size the header declares must be within
+    ``max_pixels`` (a 12 KB PNG can declare 10000 x 10000 pixels and cost
+    gigabytes to decode).
+
     Args:
         path: Image file to read.
         mode: ``"L"`` for one channel, ``"RGB"`` for three, or ``None`` to keep
             grayscale images (1-bit, 8/16/32-bit integer, float, with or
             without alpha) as one channel and convert everything else to RGB.
+        max_pixels: Largest width x height decoded; larger images are refused
+            from their header alone. The default is Pillow's own decompression
+            bomb limit; ``None`` or 0 removes the cap. This check replaces
+            Pillow's (which only warns at its limit and raises at twice it): a
+            cap above Pillow's lifts Pillow's check while the header is read.
+        target_size: The size the caller will resize to, ``(height, width)``
+            or one int for both. A JPEG at least twice as large on both axes is
+            then decoded at 1/2, 1/4 or 1/8 scale (the largest that stays at or
+            above ``target_size``; Pillow's ``draft``), which costs a fraction
+            of a full decode. Other formats decode at full size.
 
     Returns:
         A float32 tensor of shape ``(C, H, W)`` with values in ``[0, 1]``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        DataFormatError: The file is not an image Pillow can decode, or it is
-            truncated or corrupt.
-        ValueError: ``mode`` is not one of ``None``, ``"L"``, ``"RGB"``.
+        DataFormatError: ``path`` is a directory, FIFO, socket or device; the
+            image is larger than ``max_pixels``; or the file is not an image
+            Pillow can decode, or it is truncated or corrupt.
+        ValueError: ``mode``, ``max_pixels`` or ``target_size`` is invalid.
     """
     if mode not in (None, "L", "RGB"):
         raise ValueError(f"mode must be None, 'L' or 'RGB', got {mode!r}")
+    cap = _pixel_cap(max_pixels)
+    draft_size = _draft_size(target_size)
     path = os.fspath(path)
     # Opening the file ourselves keeps OS errors (missing file, permissions)
     # apart from decode errors: Pillow reports both as OSError.
-    with open(path, "rb") as fh:
+    fd = open_regular_file(path, "an image file", DataFormatError)
+    with os.fdopen(fd, "rb") as fh:
         try:
-            with Image.open(fh) as img:
+            with _open_header(fh) as img:
+                width, height = img.size
+                if cap is not None and width * height > cap:
+                    raise _TooLarge(
+                        f"{path}: image of {width}x{height} = {width * height} pixels exceeds the cap of "
+                        f"{cap} pixels (max_pixels); refused before decoding"
+                    )
+                if draft_size is not None and img.format == "JPEG":
+                    img.draft(None, (draft_size[1], draft_size[0]))  # Pillow sizes are (width, height)
                 # Image.open only parses the header; load() decodes the
                 # pixels, which is where truncation and corruption surface.
                 img.load()
                 array = _to_unit_array(img)
-        except (OSError, ValueError, SyntaxError, EOFError, struct.error,
-                zlib.error, Image.DecompressionBombError) as exc:
+        except _TooLarge:
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+                IndexError, TypeError, KeyError, MemoryError, Image.DecompressionBombError) as exc:
             if isinstance(exc, UnidentifiedImageError):
                 # Pillow's own message would show the file object's repr.
                 reason = "Pillow cannot identify the image format"
@@ -121,6 +167,51 @@ def load_image(path: PathLike, mode: str | None = None) -> torch.Tensor:
     array = _match_channels(array, mode)
     # (H, W, C) -> (C, H, W); the copy makes the tensor own contiguous memory.
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+class _TooLarge(DataFormatError):
+    """Above the pixel cap: raised as is, not re-described as a decoding failure."""
+
+
+# Pillow's decompression-bomb limit is a module global; it is lifted only while a header
+# is read under our own cap, one reader at a time.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _open_header(fh) -> Image.Image:
+    """``Image.open`` (header only). Our cap decides, not Pillow's global limit: its warning
+    (above the limit) is silenced, and its error (above twice the limit, raised before the
+    caller can see the size) makes us read the header again with Pillow's check lifted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fh)
+    except Image.DecompressionBombError:
+        fh.seek(0)
+        with _PILLOW_LIMIT_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                return Image.open(fh)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pixel_cap(max_pixels: int | None) -> int | None:
+    if max_pixels is None or max_pixels == 0:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+        raise ValueError(f"max_pixels must be a positive int, or None or 0 for no cap, got {max_pixels!r}")
+    return max_pixels
+
+
+def _draft_size(target_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if target_size is None:
+        return None
+    size = (target_size, target_size) if isinstance(target_size, int) else tuple(target_size)
+    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+        raise ValueError(f"target_size must be a positive int or (height, width), got {target_size!r}")
+    return size
 
 
 def _to_unit_array(img: Image.Image) -> np.ndarray:
@@ -220,8 +311,11 @@ class ImageFolder(Dataset):
     and map to indices ``0..len(classes)-1``. Each class folder is searched
     recursively; hidden files and folders (names starting with ``.``) and
     files whose extension is not in ``extensions`` (case-insensitive) are
-    ignored. Samples are sorted by path so the order is the same on every
-    machine.
+    ignored. Entries with an image extension that are not regular files
+    (FIFOs, sockets, devices, broken links) are skipped without being opened
+    and listed in ``skipped``. Samples are sorted by path so the order is the
+    same on every machine. Construction only lists files; nothing is decoded
+    until an item is read.
 
     Attributes:
         root: The dataset root folder.
@@ -229,6 +323,9 @@ class ImageFolder(Dataset):
         class_to_idx: Class name -> label index.
         samples: ``(path, label)`` pairs.
         targets: Label of each sample, in ``samples`` order.
+        skipped: ``(path, what it is)`` of every special file passed over,
+            e.g. ``("root/cat/x.png", "FIFO")``.
+        max_pixels: The pixel cap items are read with (see :func:`load_image`).
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
@@ -243,12 +340,16 @@ class ImageFolder(Dataset):
         mode: str | None = None,
         transform: Callable[[torch.Tensor], object] | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if mode not in (None, "L", "RGB"):
             raise ValueError(f"mode must be None, 'L' or 'RGB', got {mode!r}")
         self.root = Path(root)
         self.mode = mode
         self.transform = transform
+        self.max_pixels = _pixel_cap(max_pixels)
+        self.skipped: list[tuple[str, str]] = []
         # Accept "png" as well as ".png" and compare case-insensitively,
         # since cameras and Windows tools commonly write ".JPG".
         self.extensions = tuple(
@@ -298,12 +399,21 @@ class ImageFolder(Dataset):
         for dirpath, dirnames, filenames in os.walk(folder):
             # Pruning in place stops os.walk descending into hidden folders.
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found.extend(
-                os.path.join(dirpath, filename)
-                for filename in filenames
-                if not filename.startswith(".")
-                and os.path.splitext(filename)[1].lower() in self.extensions
-            )
+            for filename in filenames:
+                if filename.startswith(".") or os.path.splitext(filename)[1].lower() not in self.extensions:
+                    continue
+                path = os.path.join(dirpath, filename)
+                # os.walk lists every non-folder: a FIFO would block the reader
+                # forever, so its kind is checked (one stat, nothing opened).
+                try:
+                    mode = os.stat(path).st_mode
+                except OSError:
+                    self.skipped.append((path, "broken link"))
+                    continue
+                if stat.S_ISREG(mode):
+                    found.append(path)
+                else:
+                    self.skipped.append((path, file_kind(mode)))
         # os.walk order depends on the file system; sorting makes it portable.
         return sorted(found)
 
@@ -312,7 +422,7 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[object, int]:
         path, label = self.samples[index]
-        image = load_image(path, self.mode)
+        image = load_image(path, self.mode, self.max_pixels)
         if self.transform is not None:
             return self.transform(image), label
         return image, label

@@ -16,8 +16,8 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import keymaps
-from .checks import SafetensorsHeader, check_finite, dtype_kind, open_regular_file, read_safetensors_header
-from .io import atomic_write_bytes, atomic_write_json, read_json
+from .checks import SafetensorsHeader, check_finite, dtype_kind, read_safetensors_header
+from .io import atomic_write_bytes, atomic_write_json, open_regular_file, read_json
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

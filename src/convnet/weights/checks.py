@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from .io import open_regular_file
 
 # safetensors' own bound on the header (MAX_HEADER_SIZE in its Rust crate): a larger length
 # field is damage or an attempt to make the reader allocate it.
@@ -73,44 +74,6 @@ class SafetensorsHeader:
         """Tensors of the declared dtypes and shapes on the meta device (no data): what
         name, shape and dtype checks need, before anything is read."""
         return {k: torch.empty(t.shape, dtype=t.dtype, device="meta") for k, t in self.tensors.items()}
-
-
-def open_regular_file(path: str | os.PathLike, what: str) -> int:
-    """An O_RDONLY descriptor of ``path``, refusing anything but a regular file *before*
-    opening it (a FIFO would block the open forever; a device may act on being opened) and
-    again after (the path could have been swapped in between; O_NONBLOCK keeps that open
-    from blocking).
-
-    Raises:
-        FileNotFoundError: nothing at ``path``.
-        ValueError: a directory, FIFO, socket or device.
-    """
-    mode = os.stat(path).st_mode  # FileNotFoundError names the path
-    _require_regular(mode, path, what)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        _require_regular(os.fstat(fd).st_mode, path, what)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def file_kind(mode: int) -> str:
-    """A person's word for what ``st_mode`` describes."""
-    for test, word in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return word
-    return "special file"
-
-
-def _require_regular(mode: int, path: str | os.PathLike, what: str) -> None:
-    if not stat.S_ISREG(mode):
-        raise ValueError(f"{os.fspath(path)}: is a {file_kind(mode)}, expected {what} (a regular file); not read")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -81,6 +82,49 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def open_regular_file(path: str | os.PathLike, what: str, error: type[ValueError] = ValueError) -> int:
+    """An O_RDONLY descriptor of ``path``, refusing anything but a regular file *before*
+    opening it (a FIFO would block the open forever; a device may act on being opened) and
+    again after (the path could have been swapped in between; O_NONBLOCK keeps that open
+    from blocking).
+
+    Args:
+        path: the file.
+        what: what the caller expects, for the message ("an image file").
+        error: the ValueError subclass to raise (a reader's own, e.g. DataFormatError).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: (``error``) a directory, FIFO, socket or device.
+    """
+    mode = os.stat(path).st_mode  # FileNotFoundError names the path
+    _require_regular(mode, path, what, error)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _require_regular(os.fstat(fd).st_mode, path, what, error)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def file_kind(mode: int) -> str:
+    """A person's word for what ``st_mode`` describes."""
+    for test, word in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return word
+    return "special file"
+
+
+def _require_regular(mode: int, path: str | os.PathLike, what: str, error: type[ValueError]) -> None:
+    if not stat.S_ISREG(mode):
+        raise error(f"{os.fspath(path)}: is a {file_kind(mode)}, expected {what} (a regular file); not read")
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
