@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,15 @@ class AugmentConfig:
     cutmix: float = 0.0  # CutMix Beta(alpha, alpha); 0 disables
     mix_prob: float = 1.0  # probability a batch is mixed at all
     switch_prob: float = 0.5  # with both on: probability of CutMix rather than Mixup
+
+    # Allowed values of the numeric fields (checked by train/config.py as keys are set).
+    RANGES: ClassVar[dict[str, str]] = {
+        "shift": "[0, inf)", "scale": "[0, 1)", "shear": "[0, inf)", "rotate": "[0, 180]",
+        "hflip": "[0, 1]", "vflip": "[0, 1]", "crop_padding": "[0, inf)", "resized_crop": "[0, 1]",
+        "color_jitter": "[0, inf)", "hue": "[0, 0.5]", "pca_lighting": "[0, inf)", "erase": "[0, 1]",
+        "erase_area": "(0, 1]", "rand_augment_n": "[0, inf)", "rand_augment_m": "[0, 30]",
+        "mixup": "[0, inf)", "cutmix": "[0, inf)", "mix_prob": "[0, 1]", "switch_prob": "[0, 1]",
+    }
 
 
 

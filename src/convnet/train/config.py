@@ -1,18 +1,29 @@
 """The typed training configuration, and ``key=value`` overrides with clear errors.
 
 Keys are dotted paths (``optim.lr=0.01``, ``model.overrides.drop_rate=0.2``); a leaf name that is
-unique across sections may be given alone (``lr=0.01``). Values are parsed by the field's type.
+unique across sections may be given alone (``lr=0.01``). Values are parsed by the field's type,
+then checked against the field's allowed range: every section lists the interval of each of its
+numeric fields in a ``RANGES`` table right under the fields (``"[1, inf)"``, ``"[0, 1)"``; a
+tuple's values are checked one by one). A new numeric field without a range fails
+tests/test_config_ranges.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import math
+import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..data.augment import AugmentConfig
+
+
+# Seeds reach numpy's legacy seeding, which takes 0 <= seed < 2**32.
+_SEED_RANGE = "[0, 4294967295]"
 
 
 @dataclass
@@ -20,6 +31,8 @@ class ModelConfig:
     name: str = "lenet5"
     spatial_dims: int = 2
     overrides: dict[str, Any] = field(default_factory=dict)  # spec fields / model arguments
+
+    RANGES: ClassVar[dict[str, str]] = {"spatial_dims": "[1, 3]"}
 
 
 @dataclass
@@ -37,6 +50,13 @@ class DataConfig:
     split_seed: int = 0
     classes: str = ""  # keep only these classes, e.g. "0-4" or "1,3,7" ("" = all)
     train_per_class: int = 0  # keep this many training images per class (0 = all; few-shot)
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "batch_size": "[1, inf)", "workers": "[0, inf)", "memory_limit_mb": "[0, inf)",
+        "max_bad_fraction": "[0, 1]", "max_pixels": "[0, inf)", "image_size": "[0, inf)",
+        "val_fraction": "[0, 1)", "test_fraction": "[0, 1)",
+        "split_seed": _SEED_RANGE, "train_per_class": "[0, inf)",
+    }
 
 
 @dataclass
@@ -56,6 +76,12 @@ class OptimConfig:
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables
     ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates (timm)
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "lr": "(0, inf)", "momentum": "[0, 1)", "weight_decay": "[0, inf)", "betas": "[0, 1)",
+        "eps": "(0, inf)", "trust_coefficient": "(0, inf)", "backbone_lr_scale": "[0, inf)",
+        "layer_decay": "(0, 1]", "grad_clip": "[0, inf)", "accumulate": "[1, inf)", "ema_decay": "[0, 1)",
+    }
+
 
 @dataclass
 class ScheduleConfig:
@@ -67,6 +93,11 @@ class ScheduleConfig:
     gamma: float = 0.1
     power: float = 1.0  # poly: (1 - t) ** power
     min_lr: float = 0.0
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "warmup_epochs": "[0, inf)", "warmup_start": "[0, 1]", "step_epochs": "[1, inf)",
+        "milestones": "[0, inf)", "gamma": "(0, 1]", "power": "(0, inf)", "min_lr": "[0, inf)",
+    }
 
 
 @dataclass
@@ -86,6 +117,11 @@ class ProgressiveConfig:
     rand_augment_m: tuple[float, float] = (5.0, 15.0)
     mixup: tuple[float, float] = (0.0, 0.0)
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "stages": "[0, inf)", "min_image_size": "[0, inf)", "dropout": "[0, 1)",
+        "rand_augment_m": "[0, 30]", "mixup": "[0, inf)",
+    }
+
 
 @dataclass
 class DistillConfig:
@@ -93,6 +129,8 @@ class DistillConfig:
     teacher: str = ""  # run directory of the teacher ("" disables)
     temperature: float = 4.0
     alpha: float = 0.5  # weight of the soft-target loss (x T^2); 1 - alpha on the labels
+
+    RANGES: ClassVar[dict[str, str]] = {"temperature": "(0, inf)", "alpha": "[0, 1]"}
 
 
 @dataclass
@@ -131,6 +169,12 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     report: bool = True
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "epochs": "[1, inf)", "max_steps": "[0, inf)", "seed": _SEED_RANGE, "label_smoothing": "[0, 1)",
+        "checkpoint_every": "[0, inf)", "max_nonfinite": "[0, inf)", "keep_checkpoints": "[0, inf)",
+        "eval_batch_size": "[1, inf)", "threads": "[0, inf)",
+    }
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -142,9 +186,18 @@ class TrainConfig:
             apply_override(cfg, key, value, parse=False)
         return cfg
 
+    def validate(self) -> "TrainConfig":
+        """Check every value against its range (for a config built in code rather than through
+        :func:`apply_override` / :meth:`from_dict`, which check as they set); returns self."""
+        for key in config_keys(self):
+            owner, leaf = _owner(self, key)
+            if not key.startswith(tuple(f + "." for f in FREE_FORM)):
+                check_range(key, getattr(owner, leaf), type(owner))
+        return self
+
 
 class ConfigError(ValueError):
-    """An unknown config key or a value of the wrong type."""
+    """An unknown config key, or a value of the wrong type or outside its range."""
 
 
 # Dict-valued sections whose keys are not fixed: model arguments and a task's own options.
@@ -254,11 +307,53 @@ def apply_override(cfg: TrainConfig, key: str, value: Any, parse: bool = True) -
         free = getattr(getattr(cfg, parts[0]), parts[1])
         free[".".join(parts[2:])] = _parse_loose(value) if parse and isinstance(value, str) else value
         return
-    target: Any = cfg
-    for p in parts[:-1]:
-        target = getattr(target, p)
+    target, leaf = _owner(cfg, key)
     hints = typing.get_type_hints(type(target))
-    setattr(target, parts[-1], _parse(value, hints[parts[-1]], key))
+    value = _parse(value, hints[leaf], key)
+    check_range(key, value, type(target))
+    setattr(target, leaf, value)
+
+
+def _owner(cfg: Any, key: str) -> tuple[Any, str]:
+    """The section object holding dotted ``key``, and the field's name in it."""
+    *path, leaf = key.split(".")
+    for p in path:
+        cfg = getattr(cfg, p)
+    return cfg, leaf
+
+
+_INTERVAL = re.compile(r"([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])")
+
+
+@functools.lru_cache(maxsize=None)
+def _interval(text: str) -> tuple[float, float, bool, bool]:
+    """"[0, 1)" -> (0.0, 1.0, True, False): bounds and whether each is included."""
+    m = _INTERVAL.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"bad range {text!r}; write an interval such as '[0, 1)' or '(0, inf)'")
+    return float(m[2]), float(m[3]), m[1] == "[", m[4] == "]"
+
+
+def in_range(value: float, interval: str) -> bool:
+    """Whether ``value`` lies in ``interval`` ("[0, 1)", "(0, inf)", ...); NaN never does."""
+    lo, hi, lo_closed, hi_closed = _interval(interval)
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    above = value >= lo if lo_closed else value > lo
+    below = value <= hi if hi_closed else value < hi
+    return above and below
+
+
+def check_range(key: str, value: Any, section: type) -> None:
+    """Raise a ConfigError naming ``key``, its allowed range and ``value`` where the section's
+    ``RANGES`` table gives the field a range and ``value`` (each value of a tuple) is outside."""
+    interval = getattr(section, "RANGES", {}).get(key.rsplit(".", 1)[-1])
+    if interval is None:
+        return
+    values = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and in_range(v, interval) for v in values):
+        each = " (each value)" if isinstance(value, tuple) else ""
+        raise ConfigError(f"config key {key!r} must be in {interval}{each}, got {value!r}")
 
 
 def parse_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
