@@ -29,27 +29,36 @@ EXAMPLES = """examples:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, Trainer, apply_recipe, cross_validate, parse_overrides
-    from .train.trainer import dist_info
+    from .train.trainer import dist_info, resolve_task
 
     cfg = TrainConfig()
     if args.recipe:
         apply_recipe(cfg, args.recipe)
-    flags = {"model.name": args.model, "data.name": args.data, "epochs": args.epochs,
+    flags = {"model.name": args.model, "data.name": args.data, "task.name": args.task, "epochs": args.epochs,
              "data.batch_size": args.batch_size, "optim.lr": args.lr, "optim.name": args.optimizer,
              "seed": args.seed, "out": args.out, "device": args.device, "transfer.init": args.init,
-             "transfer.freeze": args.freeze}
+             "transfer.freeze": args.freeze, "data.workers": args.workers, "max_steps": args.max_steps}
     parse_overrides(cfg, [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides))
     if args.cv:
         result = cross_validate(cfg, args.cv, progress=not args.no_progress, resume=args.resume)
-        print(f"{args.cv}-fold cross-validation: accuracy {result['cv_acc_mean']:.4f} +- {result['cv_acc_std']:.4f} "
-              f"(folds {', '.join(f'{a:.4f}' for a in result['fold_acc'])}; {result['wall_s']:.1f} s training)")
+        m = result["metric"]
+        label = resolve_task(cfg).primary_label
+        print(f"{args.cv}-fold cross-validation: {label} {result[f'cv_{m}_mean']:.4f} +- {result[f'cv_{m}_std']:.4f} "
+              f"(folds {', '.join(f'{a:.4f}' for a in result[f'fold_{m}'])}; {result['wall_s']:.1f} s training)")
         print(f"run directory: {result['run_dir']}")
         return 0
-    summary = Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
+    trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    summary = trainer.fit()
     if dist_info()[0] != 0:  # under torchrun, rank 0 speaks for all
         return 0
-    print(f"test accuracy: {summary['test_acc']:.4f}  (best val {summary['best_val_acc'] or float('nan'):.4f}, "
+    m, label = trainer.task.primary_metric, trainer.task.primary_label
+    best = summary.get(f"best_val_{m}")
+    print(f"test {label}: {summary[f'test_{m}']:.4f}  (best val {best if best is not None else float('nan'):.4f}, "
           f"{summary['epochs']} epochs, {summary['wall_s']:.1f} s training)")
+    for key, what in (("bad_files", "files skipped because they cannot be read"),
+                      ("converted_files", "files converted to the data set's channels")):
+        if summary.get(key):
+            print(f"{len(summary[key])} {what} (listed in summary.json)")
     print(f"run directory: {summary['run_dir']}")
     return 0
 
@@ -57,50 +66,61 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import load_data
-    from .train import TrainConfig, evaluate, load_run
+    from .train import TrainConfig, evaluate, load_configured_data, load_run, run_task
 
     model, run_cfg = load_run(args.run)
     cfg = TrainConfig.from_dict(run_cfg["train"])
-    data = load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction, cfg.data.test_fraction,
-                     cfg.data.split_seed)
+    task = run_task(run_cfg)
+    data = load_configured_data(cfg)
     out = {}
     for split in ("val", "test"):
-        r = evaluate(model, getattr(data, split), torch.device("cpu"), cfg.eval_batch_size)
-        out[f"{split}_loss"], out[f"{split}_acc"] = r["loss"], r["acc"]
-    out["n_test"] = len(data.test[1])
+        _, result = evaluate(task, model, getattr(data, split), torch.device("cpu"), cfg.eval_batch_size,
+                             workers=cfg.data.workers)
+        out.update({f"{split}_{k}": v for k, v in result.items()})
+    out["n_test"] = data.info.get("n_test")
     print(json.dumps(out, indent=2))
     return 0
 
 
 def _image_input(pre, path: str, invert: bool = False):
     """One image file as a run's model input (1, C, *size), prepared as in training (``pre`` is
-    the run's data.Preprocess); shared by predict, cam and features."""
-    from .data import load_image
+    the run's data.Preprocess); shared by cam and features."""
+    from .data.samples import read_image
 
-    image = load_image(path, "L" if pre.channels == 1 else "RGB")
+    image, _ = read_image(path, "L" if pre.channels == 1 else "RGB", 0, pre.source_size)
     if invert:
         image = 1.0 - image
     return pre.from_image(image)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict every input; one that cannot be read is reported and the others go on (exit 2
+    when any failed)."""
+    from pathlib import Path
+
     import torch
 
-    from .data import Preprocess
-    from .train import load_run
+    from .train import load_run, run_task
 
     model, run_cfg = load_run(args.run)
-    pre = Preprocess.from_dict(run_cfg["data"]["preprocess"])
-    classes = run_cfg["data"]["classes"]
-    k = max(1, min(args.top_k, len(classes)))
-    for path in args.images:
-        with torch.no_grad():
-            probs = model(_image_input(pre, path, args.invert)).softmax(1)[0]
-        top = probs.topk(k)
-        ranked = ", ".join(f"{classes[i]} ({p:.3f})" for p, i in zip(top.values.tolist(), top.indices.tolist()))
-        print(f"{path}: {ranked}")
-    return 0
+    task = run_task(run_cfg)
+    out_dir = Path(args.out) if args.out else None
+    failed = 0
+    for path in args.inputs:
+        try:
+            sample = task.load_input(path, run_cfg, invert=args.invert)
+            batch = task.collate([sample])
+            with torch.no_grad():
+                prediction = task.postprocess(model(task.model_inputs(batch)), batch)[0]
+            written = task.write_prediction(prediction, sample, out_dir, run_cfg) if out_dir else []
+        except (ValueError, OSError) as e:  # this input only: the rest are still predicted
+            failed += 1
+            print(f"convnet predict: error: {e}" if str(path) in str(e) else f"convnet predict: error: {path}: {e}",
+                  file=sys.stderr)
+            continue
+        line = f"{path}: {task.describe(prediction, run_cfg, top_k=args.top_k)}"
+        print(line + (f"  -> {', '.join(str(w) for w in written)}" if written else ""))
+    return 2 if failed else 0
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -230,13 +250,11 @@ def cmd_erf(args: argparse.Namespace) -> int:
             raise ValueError("--inputs data needs --run DIR (the run's data set)")
         import torch
 
-        from .data import load_data
-        from .train import TrainConfig
+        from .train import TrainConfig, load_configured_data
+        from .tasks.classification import stacked
 
-        cfg = TrainConfig.from_dict(run_cfg["train"])
-        data = load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
-                         cfg.data.test_fraction, cfg.data.split_seed)
-        inputs = data.test[0][:args.n].to(torch.float32)
+        data = load_configured_data(TrainConfig.from_dict(run_cfg["train"]))
+        inputs = stacked(data.test)[0][:args.n].to(torch.float32)
         size = tuple(inputs.shape[1:])
     results = {k: effective_receptive_field(m, size, inputs=inputs, n_inputs=args.n, channel=args.channel)
                for k, m in models.items()}
@@ -321,34 +339,45 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    from .data import dataset_names
+    from .tasks import list_tasks
+    from .train.optim import OPTIMIZERS
+
     t = sub.add_parser("train", help="train a model into a run directory (default: LeNet-5 on the digits)")
     t.add_argument("--model", help="registered model name (default lenet5)")
-    t.add_argument("--data", help="digits | folder:DIR | mnist:DIR | cifar10:DIR | cifar100:DIR")
+    t.add_argument("--data", help=" | ".join(dataset_names()))
+    t.add_argument("--task", help=f"{' | '.join(list_tasks())} (default: the model's own task)")
     t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps (quick trials)")
     t.add_argument("--batch-size", type=int)
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="DataLoader processes that decode streamed data (folders too big for memory)")
     t.add_argument("--lr", type=float)
-    t.add_argument("--optimizer", help="sgd | adam | adamw")
+    t.add_argument("--optimizer", help=" | ".join(OPTIMIZERS))
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     t.add_argument("--device", help="cpu | cuda | auto")
     t.add_argument("--recipe", help="a packaged recipe (convnet recipes) or a .toml file; key=value overrides it")
-    t.add_argument("--cv", type=int, metavar="K", help="K-fold stratified cross-validation instead of one run")
+    t.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation instead of one run (stratified by class)")
     t.add_argument("--init", metavar="PATH", help="start from these weights (run dir or checkpoint file), new head")
     t.add_argument("--freeze", choices=("backbone",), help="train only the new head (feature extraction)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="typed config overrides, e.g. optim.weight_decay=0")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="typed config overrides, before or after options, e.g. optim.weight_decay=0")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("eval", help="test metrics of a finished run")
+    e = sub.add_parser("eval", help="validation and test metrics of a finished run")
     e.add_argument("--run", required=True)
     e.set_defaults(fn=cmd_eval)
 
-    pr = sub.add_parser("predict", help="top-k classes for image files, preprocessed as in training")
+    pr = sub.add_parser("predict", help="predictions for input files, prepared as in training (top-k classes, masks, boxes)")
     pr.add_argument("--run", required=True)
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT")
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--invert", action="store_true", help="invert gray levels (dark ink on light paper)")
+    pr.add_argument("--out", metavar="DIR", help="also write each prediction here (JSON, masks, drawn boxes)")
     pr.set_defaults(fn=cmd_predict)
 
     r = sub.add_parser("recipes", help="list packaged training recipes, or show one's settings")
@@ -413,9 +442,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # `convnet` alone: what it can do; `convnet train` is the main job
+        parser.print_help()
+        return 0
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
-        args = parser.parse_args(["train", *(argv or [])])
+        parser.error(f"expected a command, got {' '.join(argv)!r}")
+    if extra:
+        # key=value overrides may come after options too (argparse stops collecting a
+        # positional list at the first option).
+        keys = [e for e in extra if "=" in e and not e.startswith("-")]
+        if args.command != "train" or len(keys) != len(extra):
+            parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e not in keys or args.command != 'train')}")
+        args.overrides = [*args.overrides, *keys]
     try:
         return args.fn(args)
     except (ValueError, FileNotFoundError) as e:

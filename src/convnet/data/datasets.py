@@ -1,9 +1,12 @@
-"""Data sets as in-memory splits: the bundled digits, image folders, MNIST idx, CIFAR binary.
+"""Data sets by name: the bundled digits, image folders, MNIST idx, CIFAR binary, and whatever
+other modules register (``register_dataset``).
 
-Every source becomes a :class:`DataSplits`: train/val/test tensors already brought to the
-model's input by a :class:`Preprocess` that is saved with the run. The data sets convnet is
-trained on here are small (the largest, CIFAR, is 150 MB as bytes), so keeping them in memory
-and slicing batches is much faster than per-sample loading.
+Every source becomes a :class:`DataSplits`: train/val/test splits of samples brought to the
+model's input by a :class:`Preprocess` that is saved with the run. A split is held in memory
+(:class:`samples.TensorSamples`, one preprocessed tensor; the fast path for small sets such as the
+digits, MNIST and CIFAR) or streamed from disk (:class:`samples.ImageFileSamples`, decoded per
+sample in DataLoader workers). Folders choose by size (``stream="auto"``: in memory when the
+preprocessed tensors would fit in ``memory_limit_mb``), or as told.
 
 The digits split is fixed and documented: scikit-learn's 1,797 8x8 digits, stratified by class
 with ``train_test_split(random_state=0)``: 20% test (360 images), then 10% of the whole as
@@ -11,17 +14,22 @@ validation (180), and the remaining 1,257 for training.
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
 from .readers import CIFAR10_CLASSES, DataFormatError, ImageFolder, load_cifar, load_mnist
+from .samples import ImageFileSamples, Samples, SubsetSamples, as_samples, majority_channels
 from .transforms import Preprocess
 
-Split = tuple[torch.Tensor, torch.Tensor]
+# A split: an (inputs, targets) pair held in memory, or Samples (in memory or streamed).
+Split = Union[tuple[torch.Tensor, Any], Samples]
 
 # LeCun et al. 1998, §III.A: input pixels are scaled so that background is -0.1 and ink is
 # 1.175, which makes the mean roughly 0 and the variance roughly 1. As (x - mean) / std over
@@ -47,6 +55,48 @@ class DataSplits:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def in_memory(self) -> bool:
+        return all(as_samples(s).in_memory for s in (self.train, self.val, self.test))
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a data set is read, beyond its name (the ``data.*`` keys of the training config).
+
+    Attributes:
+        image_size: per-axis input size; 0 or None: the data set's default.
+        val_fraction, test_fraction: stratified split fractions of the whole, where the set has
+            no fixed split.
+        seed: the split's random state.
+        stream: "memory" (preprocess every split into tensors), "disk" (decode per sample) or
+            "auto" (memory when the tensors fit in ``memory_limit_mb``).
+        memory_limit_mb: see ``stream``.
+        max_pixels: images with more pixels are refused before decoding (0: no cap).
+        channels: 1 or 3 to force gray or RGB; 0: the majority of the files decide.
+        max_bad_fraction: files that fail to decode are skipped up to this fraction of a split.
+        workers: processes that decode a folder read into memory.
+    """
+
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+    stream: str = "auto"
+    memory_limit_mb: int = 2048
+    max_pixels: int = 89_478_485
+    channels: int = 0
+    max_bad_fraction: float = 0.01
+    workers: int = 0
+
+    @classmethod
+    def from_config(cls, data_cfg: Any) -> DataOptions:
+        """From a training config's ``data`` section (attributes of the same names)."""
+        names = {f: getattr(data_cfg, f) for f in cls.__dataclass_fields__ if hasattr(data_cfg, f)}
+        names["seed"] = getattr(data_cfg, "split_seed", 0)
+        names["image_size"] = getattr(data_cfg, "image_size", 0) or None
+        return cls(**names)
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, val_fraction: float, seed: int = 0
@@ -100,35 +150,91 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, val_fraction: 
     return _make_splits("digits", x, y, [str(i) for i in range(10)], pre, test_fraction, val_fraction, seed)
 
 
-def _folder_tensors(root: Path, image_size: int, mode: str | None) -> tuple[torch.Tensor, torch.Tensor, list[str], int]:
-    import torch.nn.functional as F
+def _list_folder(root: Path) -> tuple[list[str], list[int], list[str]]:
+    """Files, labels and classes of a folder of class subfolders: listed, nothing decoded."""
+    folder = ImageFolder(root)
+    return [p for p, _ in folder.samples], list(folder.targets), folder.classes
 
-    folder = ImageFolder(root, mode=mode)
-    images = [F.interpolate(folder[i][0].unsqueeze(0), size=(image_size, image_size), mode="bilinear",
-                            antialias=True, align_corners=False)[0] for i in range(len(folder))]
-    # A folder mixing gray and colour images (mode=None keeps each as it is) becomes RGB.
-    channels = max(im.shape[0] for im in images)
-    images = [im.expand(channels, *im.shape[1:]) for im in images]
-    return torch.stack(images).clamp_(0, 1), torch.tensor(folder.targets), folder.classes, channels
+
+def _folder_preprocess(files: list[str], image_size: int, channels: int) -> Preprocess:
+    c = channels or majority_channels(files)
+    if c not in (1, 3):
+        raise ValueError(f"data.channels must be 0 (the files' majority), 1 or 3, got {channels}")
+    size = (image_size, image_size)
+    return Preprocess(channels=c, source_size=size, size=size, mean=(0.5,) * c, std=(0.25,) * c)
+
+
+def _stream_or_memory(samples: ImageFileSamples, options: DataOptions, what: str) -> tuple[Split, dict]:
+    """Keep a split streamed, or decode it into memory (stream "memory", or "auto" when the
+    tensors fit); files that fail to decode are dropped and listed, up to max_bad_fraction."""
+    pre = samples.preprocess
+    nbytes = len(samples) * pre.channels * int(np.prod(pre.size)) * 4
+    if options.stream == "disk" or (options.stream == "auto" and nbytes > options.memory_limit_mb * 2**20):
+        return samples, {}
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(samples, batch_size=64, num_workers=options.workers, collate_fn=list)
+    inputs, labels, bad, converted = [], [], [], []
+    for chunk in loader:
+        for s in chunk:
+            if "error" in s:
+                bad.append((s["path"], s["error"]))
+                continue
+            inputs.append(s["input"])
+            labels.append(s["target"])
+            if s.get("converted"):
+                converted.append(s["path"])
+    check_bad_files(bad, len(samples), options.max_bad_fraction, what)
+    x = torch.stack(inputs) if inputs else torch.zeros((0, pre.channels, *pre.size))
+    info = {"bad_files": [list(b) for b in bad], "converted_files": converted}
+    return (x, torch.tensor(labels, dtype=torch.long)), info
+
+
+def check_bad_files(bad: list[tuple[str, str]], total: int, max_fraction: float, what: str) -> None:
+    """Raise when more than ``max_fraction`` of ``total`` files failed, naming the first ones."""
+    if bad and len(bad) > max_fraction * total:
+        first = "; ".join(f"{p}: {e}" for p, e in bad[:3])
+        raise DataFormatError(f"{what}: {len(bad)} of {total} files cannot be read, more than "
+                              f"data.max_bad_fraction={max_fraction}; first: {first}")
 
 
 def load_image_folder(root: str | Path, image_size: int = 32, test_fraction: float = 0.2,
-                      val_fraction: float = 0.1, seed: int = 0, mode: str | None = None) -> DataSplits:
+                      val_fraction: float = 0.1, seed: int = 0, options: DataOptions | None = None) -> DataSplits:
     """Images in class subfolders (any format Pillow reads), resized to image_size. If root has
-    ``train/`` and ``test/`` subfolders they are used as given; otherwise a stratified split."""
+    ``train/`` and ``test/`` subfolders they are used as given; otherwise a stratified split.
+
+    Files are listed and classes found without decoding any image; the channel count is the
+    majority's (from file headers) unless ``options.channels`` says; each split is streamed or
+    read into memory as ``options.stream`` says."""
+    options = options or DataOptions(image_size=image_size, val_fraction=val_fraction,
+                                     test_fraction=test_fraction, seed=seed)
     root = Path(root)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        x, y, classes, c = _folder_tensors(root / "train", image_size, mode)
-        xt, yt, classes_t, _ = _folder_tensors(root / "test", image_size, "RGB" if c == 3 else "L")
+        files, labels, classes = _list_folder(root / "train")
+        test_files, test_labels, classes_t = _list_folder(root / "test")
         if classes_t != classes:
             raise DataFormatError(f"{root}: train classes {classes} differ from test classes {classes_t}")
-        test = (xt, yt)
+        tr, va, _ = stratified_split(np.array(labels), 0.0, val_fraction, seed)
+        te_files, te_labels = test_files, test_labels
     else:
-        x, y, classes, c = _folder_tensors(root, image_size, mode)
-        test = None
-    pre = Preprocess(channels=c, source_size=(image_size, image_size), size=(image_size, image_size),
-                     mean=(0.5,) * c, std=(0.25,) * c)
-    return _make_splits(f"folder:{root}", x, y, classes, pre, test_fraction, val_fraction, seed, test)
+        files, labels, classes = _list_folder(root)
+        tr, va, te = stratified_split(np.array(labels), test_fraction, val_fraction, seed)
+        te_files, te_labels = [files[i] for i in te], [labels[i] for i in te]
+    pre = _folder_preprocess(files, image_size, options.channels)
+
+    def split(names: list[str], targets: list[int], what: str) -> tuple[Split, dict]:
+        return _stream_or_memory(ImageFileSamples(names, targets, pre, options.max_pixels), options, what)
+
+    train, i_tr = split([files[i] for i in tr], [labels[i] for i in tr], f"{root} (train)")
+    val, i_va = split([files[i] for i in va], [labels[i] for i in va], f"{root} (val)")
+    test, i_te = split(te_files, te_labels, f"{root} (test)")
+    info: dict[str, Any] = {"n_train": len(as_samples(train)), "n_val": len(as_samples(val)),
+                            "n_test": len(as_samples(test)), "stream": not as_samples(train).in_memory}
+    for key in ("bad_files", "converted_files"):
+        found = i_tr.get(key, []) + i_va.get(key, []) + i_te.get(key, [])
+        if found:
+            info[key] = found
+    return DataSplits(f"folder:{root}", train, val, test, classes, pre, info)
 
 
 def load_mnist_dir(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> DataSplits:
@@ -150,25 +256,91 @@ def load_cifar_dir(root: str | Path, variant: str = "cifar10", val_fraction: flo
     return _make_splits(variant, x, y, classes, pre, 0.0, val_fraction, seed, test)
 
 
-DATASETS = ("digits", "folder:PATH (or a directory path)", "mnist:DIR", "cifar10:DIR", "cifar100:DIR")
+# ----------------------------------------------------------------------------- sources by name
+@dataclass(frozen=True)
+class DataSource:
+    """A named data set: ``load(arg, options)`` builds its splits; ``arg`` is what follows the
+    colon in ``kind:arg`` (a directory, a set's name), ``needs_arg`` says whether it must be
+    given; ``task`` is the task it is labelled for."""
+
+    kind: str
+    load: Callable[[str, DataOptions], DataSplits]
+    usage: str
+    needs_arg: bool = False
+    task: str = "classify"
+
+
+DATA_SOURCES: dict[str, DataSource] = {}
+
+
+def register_dataset(kind: str, load: Callable[[str, DataOptions], DataSplits], usage: str,
+                     needs_arg: bool = False, task: str = "classify") -> DataSource:
+    """Make ``kind`` (or ``kind:ARG``) a data set name for ``load_data`` and ``--data``."""
+    if kind in DATA_SOURCES:
+        raise ValueError(f"data set {kind!r} is already registered")
+    DATA_SOURCES[kind] = source = DataSource(kind, load, usage, needs_arg, task)
+    return source
+
+
+register_dataset("digits", lambda arg, o: load_digits(o.image_size or 32, o.test_fraction, o.val_fraction, o.seed),
+                 "digits")
+register_dataset("mnist", lambda arg, o: load_mnist_dir(arg, o.val_fraction, o.seed), "mnist:DIR", needs_arg=True)
+register_dataset("cifar10", lambda arg, o: load_cifar_dir(arg, "cifar10", o.val_fraction, o.seed), "cifar10:DIR",
+                 needs_arg=True)
+register_dataset("cifar100", lambda arg, o: load_cifar_dir(arg, "cifar100", o.val_fraction, o.seed), "cifar100:DIR",
+                 needs_arg=True)
+register_dataset("folder", lambda arg, o: load_image_folder(arg, o.image_size or 32, o.test_fraction,
+                                                            o.val_fraction, o.seed, o),
+                 "folder:PATH (or a directory path)", needs_arg=True)
+
+
+def dataset_names() -> list[str]:
+    """The accepted forms of ``--data``, for help and error text."""
+    _load_sources()
+    return [s.usage for s in DATA_SOURCES.values()]
+
+
+def _load_sources() -> None:
+    # Readers of other tasks' data sets register themselves when their module is imported.
+    import importlib
+    import pkgutil
+
+    from .. import data as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("sources_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def data_source(name: str) -> DataSource | None:
+    """The registered source a data set name uses (None for a plain directory)."""
+    _load_sources()
+    kind, _, arg = name.partition(":")
+    return DATA_SOURCES.get(kind)
 
 
 def load_data(name: str, image_size: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
-              seed: int = 0) -> DataSplits:
+              seed: int = 0, options: DataOptions | None = None) -> DataSplits:
     """Load a data set by name: ``digits``, ``mnist:DIR``, ``cifar10:DIR``, ``cifar100:DIR``,
-    ``folder:DIR`` or a plain directory of class subfolders."""
+    ``folder:DIR``, a plain directory of class subfolders, or any registered source
+    (``dataset_names()``). ``options`` (when given) replaces the keyword arguments."""
+    options = options or DataOptions(image_size=image_size, val_fraction=val_fraction, test_fraction=test_fraction,
+                                     seed=seed)
+    if options.stream not in ("auto", "memory", "disk"):
+        raise ValueError(f"data.stream must be auto, memory or disk, got {options.stream!r}")
+    _load_sources()
     kind, _, arg = name.partition(":")
-    if kind == "digits" and not arg:
-        return load_digits(image_size or 32, test_fraction, val_fraction, seed)
-    if kind == "mnist" and arg:
-        return load_mnist_dir(arg, val_fraction, seed)
-    if kind in ("cifar10", "cifar100") and arg:
-        return load_cifar_dir(arg, kind, val_fraction, seed)
-    if kind == "folder" and arg:
-        return load_image_folder(arg, image_size or 32, test_fraction, val_fraction, seed)
-    if Path(name).is_dir():
-        return load_image_folder(name, image_size or 32, test_fraction, val_fraction, seed)
-    raise ValueError(f"unknown data set {name!r}; expected one of: {', '.join(DATASETS)}")
+    source = DATA_SOURCES.get(kind)
+    if source is not None and bool(arg) == source.needs_arg:
+        return source.load(arg, options)
+    if source is None and Path(name).is_dir():
+        return DATA_SOURCES["folder"].load(name, options)
+    if source is not None:
+        need = "needs" if source.needs_arg else "takes no"
+        raise ValueError(f"data set {kind!r} {need} an argument after ':'; expected {source.usage}")
+    close = difflib.get_close_matches(kind, DATA_SOURCES, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown data set {name!r}; expected one of: {', '.join(dataset_names())}{hint}")
 
 
 def parse_classes(spec: str, classes: list[str]) -> list[int]:
@@ -199,17 +371,20 @@ def select_classes(data: DataSplits, classes: str = "", train_per_class: int = 0
     remap[keep] = torch.arange(len(keep))
 
     def subset(split: Split, per_class: int = 0) -> Split:
-        x, y = split
-        idx = torch.nonzero(remap[y] >= 0).flatten()
+        targets = split[1] if isinstance(split, tuple) else torch.as_tensor(list(as_samples(split).targets))
+        idx = torch.nonzero(remap[targets] >= 0).flatten()
         if per_class:
             g = torch.Generator().manual_seed(seed)
-            picked = [idx[y[idx] == c][torch.randperm(int((y[idx] == c).sum()), generator=g)[:per_class]]
+            picked = [idx[targets[idx] == c][torch.randperm(int((targets[idx] == c).sum()), generator=g)[:per_class]]
                       for c in keep]
             idx = torch.cat(picked).sort().values
-        return x[idx], remap[y[idx]]
+        if isinstance(split, tuple):
+            x, y = split
+            return x[idx], remap[y[idx]]
+        return SubsetSamples(as_samples(split), idx.tolist(), remap)
 
     train = subset(data.train, train_per_class)
     val, test = subset(data.val), subset(data.test)
-    info = {**data.info, "n_train": len(train[1]), "n_val": len(val[1]), "n_test": len(test[1]),
+    info = {**data.info, "n_train": len(as_samples(train)), "n_val": len(as_samples(val)), "n_test": len(as_samples(test)),
             "classes_kept": [data.classes[c] for c in keep]}
     return DataSplits(data.name, train, val, test, [data.classes[c] for c in keep], data.preprocess, info)

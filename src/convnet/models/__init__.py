@@ -1,6 +1,6 @@
 """Model families and the registry."""
 from . import _families  # noqa: F401  (registers every family)
-from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo
+from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo, LayerwiseLearner
 from ._inflate import inflate
 from .efficientnet import compound_scale
 from ._registry import (
@@ -13,5 +13,5 @@ from ._registry import (
     register,
 )
 
-__all__ = ["ClassifierHead", "ConvNetClassifier", "FeatureInfo", "ModelEntry", "count_parameters",
+__all__ = ["ClassifierHead", "ConvNetClassifier", "FeatureInfo", "LayerwiseLearner", "ModelEntry", "count_parameters",
            "compound_scale", "create_model", "get_entry", "inflate", "list_models", "model_info", "register"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -125,3 +125,19 @@ def init_he(model: nn.Module) -> None:
         elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and m.affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+@runtime_checkable
+class LayerwiseLearner(Protocol):
+    """A model that learns its features by its own rule instead of backprop (the neocognitron's
+    competitive learning), then fits a readout on them with the labels. The classification task
+    fits such a model once, instead of running gradient epochs."""
+
+    def fit_unsupervised(self, images: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
+        ...
+
+    def fit_readout(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        ...
+
+    def evaluate_readouts(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        ...

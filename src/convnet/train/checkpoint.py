@@ -13,7 +13,7 @@ import random
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -98,13 +98,85 @@ def load_latest(directory: Path) -> tuple[Path, dict[str, torch.Tensor], dict[st
     state). A damaged one is skipped with a warning naming it, never silently."""
     for path in reversed(list_checkpoints(directory)):
         try:
-            state = read_json(path / "state.json", "checkpoint state")
-            model_sd = load_tensors(path / "model.safetensors")
-            training = load_tensors(path / "training.safetensors")
+            state, model_sd, training = _read(path)
         except (OSError, ValueError) as e:
             warnings.warn(f"skipping damaged checkpoint {path}: {e}", stacklevel=2)
             continue
         return path, model_sd, training, state
+    return None
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    state = read_json(path / "state.json", "checkpoint state")
+    model_sd = load_tensors(path / "model.safetensors")
+    training = load_tensors(path / "training.safetensors")
+    return state, model_sd, training
+
+
+# What state.json must hold, and of which type, for a checkpoint to be restorable.
+_STATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "step": int, "epoch": int, "batch": int, "optimizer": dict, "scheduler": dict, "rng_numpy": list,
+    "rng_python": list, "train_s": (int, float), "skipped": int, "nonfinite_run": int, "sums": dict,
+}
+
+
+def check_checkpoint(model: torch.nn.Module, model_sd: dict[str, torch.Tensor], training: dict[str, torch.Tensor],
+                     state: dict[str, Any], needs_ema: bool = False) -> None:
+    """Raise a ValueError naming what is wrong with a checkpoint that parses: tensors of another
+    model's names, shapes or dtypes, non-finite values, or a state file with a missing key or a
+    wrong type."""
+    if not isinstance(state, dict):
+        raise ValueError(f"state.json holds {type(state).__name__}, not an object")
+    for key, kind in _STATE_TYPES.items():
+        if key not in state:
+            raise ValueError(f"state.json has no {key!r}")
+        value = state[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"state.json {key!r} is {type(value).__name__}, expected "
+                             f"{getattr(kind, '__name__', kind)}")
+    if not isinstance(state["optimizer"].get("param_groups"), list):
+        raise ValueError("state.json 'optimizer' has no param_groups list")
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(model_sd)), sorted(set(model_sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"model tensors of another model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for name, want in expected.items():
+        got = model_sd[name]
+        if got.shape != want.shape:
+            raise ValueError(f"tensor {name!r} has shape {tuple(got.shape)}, the model's is {tuple(want.shape)}")
+        if got.dtype != want.dtype:
+            raise ValueError(f"tensor {name!r} is {got.dtype}, the model's is {want.dtype}")
+    for where, tensors in (("model", model_sd), ("training", training)):
+        for name, t in tensors.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise ValueError(f"{where} tensor {name!r} holds non-finite values")
+    for key in ("rng.torch", "rng.loader"):
+        if key not in training or training[key].dtype != torch.uint8:
+            raise ValueError(f"training tensors lack a uint8 {key!r}")
+    if needs_ema and not any(k.startswith("ema.") for k in training):
+        raise ValueError("training tensors lack the EMA weights (ema.*)")
+
+
+def restore_latest(directory: Path, model: torch.nn.Module,
+                   apply: Callable[[Path, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]], None],
+                   needs_ema: bool = False) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Restore from the newest checkpoint that reads back whole, fits ``model`` and restores
+    cleanly (``apply(path, model tensors, training tensors, state)`` puts it in place); a damaged
+    or wrong one is skipped with a warning naming what was wrong, and the one before is tried.
+    Returns (path, training tensors, state) of the one used, or None."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            state, model_sd, training = _read(path)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipping damaged checkpoint {path}: {e}", stacklevel=2)
+            continue
+        try:
+            check_checkpoint(model, model_sd, training, state, needs_ema)
+            apply(path, model_sd, training, state)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+            warnings.warn(f"skipping wrong checkpoint {path}: {e}", stacklevel=2)
+            continue
+        return path, training, state
     return None
 
 

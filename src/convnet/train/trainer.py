@@ -1,26 +1,23 @@
-"""The training loop: one run directory per run, everything in it written atomically.
+"""The training loop, for every task: the Task (convnet.tasks) says what a batch, the loss, the
+metrics and the report are; the Trainer names no task.
 
-    run/
-      config.json        resolved TrainConfig, the model config, classes and preprocessing
-      metrics.jsonl      one line per epoch
-      checkpoints/       step_NNNNNNNN/ (model, optimiser, scheduler, scaler, EMA, RNG, position)
-      model.safetensors  final weights (the EMA weights when optim.ema_decay > 0)
-      summary.json       test_acc, best_val_acc, epochs, wall_s, params, ...
-      report/            curves, confusion matrix, filters, misclassified, index.html
+One run directory per run (train/run.py), everything in it written atomically and locked while a
+process writes it. A run survives a crash at any moment: ``--resume`` continues from the newest
+checkpoint that reads back whole and fits the model (every epoch, and every ``checkpoint_every``
+optimiser steps) and, on CPU, ends with the same bits as an uninterrupted run, because everything
+random is drawn from generators whose states are in the checkpoint, and the epoch's sample order
+and the position in it are saved too, whichever path feeds the data (memory or DataLoader workers).
 
-A run survives a crash at any moment: ``--resume`` continues from the newest readable checkpoint
-(every epoch, and every ``checkpoint_every`` optimiser steps) and, on CPU, ends with the same bits
-as an uninterrupted run, because everything random is drawn from generators whose states are in
-the checkpoint, and the epoch's sample order and the position in it are saved too.
-
-Under ``torchrun`` every process draws the same global batch (same generator, same augmentation)
-and trains on its own slice of it with DistributedDataParallel, so N processes follow the same
-trajectory as one process with the same global batch.
+Data reach the model by one of two paths (data/loader.py): small sets sit in memory as tensors
+and a batch is an index; folders and big sets stream from disk through DataLoader workers.
+Under ``torchrun``, in memory, every process draws the same global batch (same generator, same
+augmentation) and trains on its own slice of it with DistributedDataParallel, so N processes
+follow the same trajectory as one process; streamed, each process decodes only its slice of
+every global batch (each sample once per epoch across processes).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -38,19 +35,20 @@ from tqdm.auto import tqdm
 
 from .. import layers as L
 from ..data import DataSplits, load_data
-from ..data.datasets import select_classes
-from ..models import count_parameters, create_model
-from ..weights import WEIGHTS_NAME, atomic_write_json, load_pretrained, read_json, save_tensors
+from ..data.datasets import DataOptions, check_bad_files, select_classes
+from ..data.loader import BatchStream, rank_slice
+from ..data.samples import Batch, as_samples, batch_size_of
+from ..models import count_parameters, get_entry
+from ..tasks import Metric, Task, get_task
+from ..tasks.classification import classification_loss, distillation_loss  # noqa: F401  (public API)
+from ..weights import load_pretrained, save_tensors
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
 from .optim import build_optimizer, build_scheduler
+from .run import RunDir, RunError
 
-RUN_CONFIG = "config.json"
-
-
-class RunError(ValueError):
-    """A run directory that is missing, incomplete, or belongs to another configuration, or a
-    run that cannot go on (non-finite losses)."""
+RUN_CONFIG = RunDir.CONFIG
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -80,94 +78,99 @@ def dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device):
-    """Mini-batches of in-memory tensors in order (evaluation)."""
-    for start in range(0, len(y), batch_size):
-        yield x[start:start + batch_size].to(device, non_blocking=True), y[start:start + batch_size].to(device)
+def resolve_task(cfg: TrainConfig) -> Task:
+    """The run's task: ``task.name``, or with "auto" the one the model is registered for."""
+    name = cfg.task.name
+    if name == "auto":
+        name = get_entry(cfg.model.name).task
+    return get_task(name, cfg.task.options, cfg)
+
+
+def to_device(value: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Tensors in a batch (also inside lists and dicts) moved to ``device``; the rest as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=non_blocking)
+    if isinstance(value, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_device(v, device, non_blocking) for v in value]
+    return value
+
+
+def slice_batch(batch: Batch, lo: int, hi: int, n: int) -> Batch:
+    """Samples [lo, hi) of a batch of ``n``: every tensor or list with ``n`` rows is sliced."""
+    return {k: v[lo:hi] if isinstance(v, (torch.Tensor, list)) and len(v) == n else v for k, v in batch.items()}
+
+
+def data_options(cfg: TrainConfig) -> DataOptions:
+    return DataOptions.from_config(cfg.data)
+
+
+def load_configured_data(cfg: TrainConfig) -> DataSplits:
+    """``cfg.data`` loaded with its options and subset to ``data.classes`` / ``train_per_class``."""
+    data = load_data(cfg.data.name, options=data_options(cfg))
+    if cfg.data.classes or cfg.data.train_per_class:
+        data = select_classes(data, cfg.data.classes, cfg.data.train_per_class, cfg.data.split_seed)
+    return data
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-             batch_size: int = 512) -> dict[str, Any]:
-    """Loss, accuracy and predictions of ``model`` on a split (eval mode)."""
-    x, y = split
-    if len(y) == 0:
-        return {"loss": float("nan"), "acc": float("nan"), "preds": torch.empty(0, dtype=torch.long)}
+def evaluate(task: Task, model: nn.Module, split: Any, device: torch.device, batch_size: int = 512, *,
+             workers: int = 0, rank: int = 0, world: int = 1, metric: Metric | None = None,
+             bad: list | None = None) -> tuple[Metric, dict[str, Any]]:
+    """The task's metrics of ``model`` on a whole split (eval mode): each rank evaluates its
+    shard and the metric reduces across ranks. Returns the metric (its state feeds the report)
+    and its figures. Files that fail to decode are skipped and appended to ``bad``."""
+    metric = metric or task.metrics()
+    metric.reset()
+    samples = as_samples(split)
     was_training = model.training
     model.eval()
-    loss, preds = 0.0, []
-    for xb, yb in batches(x, y, batch_size, device):
-        logits = model(xb).float()
-        loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        preds.append(logits.argmax(1).cpu())
+    stream = BatchStream(samples, task.collate, batch_size, workers=workers, rank=rank, world=world,
+                         pin_memory=device.type == "cuda")
+    for batch in stream.shard():
+        if bad is not None:
+            bad.extend(batch.get("bad", []))
+        if batch_size_of(batch) == 0:
+            continue
+        batch = to_device(batch, device, non_blocking=True)
+        metric.update(model(task.model_inputs(batch)), batch)
     model.train(was_training)
-    preds_t = torch.cat(preds)
-    return {"loss": loss / len(y), "acc": (preds_t == y).float().mean().item(), "preds": preds_t}
-
-
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy against int labels (B,) or soft targets (B, K) (Mixup/CutMix), with
-    label smoothing: the target becomes (1 - eps) * target + eps / K (Szegedy et al. 2016, §7)."""
-    if targets.ndim == 1:
-        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    k = logits.shape[1]
-    soft = targets * (1.0 - label_smoothing) + label_smoothing / k
-    return -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al. 2015: KL(softmax(t / T) || softmax(s / T)) * T^2, averaged over the batch.
-    The T^2 keeps the soft targets' gradient on the same scale as the labels' when T changes."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
-                    reduction="batchmean", log_target=True) * t * t
-
-
-def first_conv_weight(model: nn.Module) -> torch.Tensor | None:
-    """The first convolution's kernel (out, in, *k), for the filters figure."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return m.weight.detach().cpu()
-    return None
-
-
-def _all_finite(model: nn.Module) -> str | None:
-    """The name of the first parameter or buffer holding a NaN or an infinity, else None."""
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            return name
-    return None
+    return metric, metric.result()
 
 
 @dataclass
 class RunState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimiser steps
-    best_val_acc: float = float("nan")
+    best_val: float = float("nan")  # the best validation value of the task's primary metric
     train_s: float = 0.0  # seconds spent in the training loop so far (across resumes)
     batch: int = 0  # batches done in the current epoch (a mid-epoch checkpoint)
     skipped: int = 0  # steps skipped for a non-finite loss or gradient, in all
     nonfinite_run: int = 0  # ... in a row, now
-    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "seen": 0.0})
+    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "seen": 0.0})
+    train_metric: dict[str, Any] = field(default_factory=dict)  # the epoch's training metric state
 
 
 class Trainer:
-    """Trains ``cfg.model`` on ``cfg.data`` into a run directory.
+    """Trains ``cfg.model`` on ``cfg.data`` for ``cfg.task`` into a run directory.
 
     Args:
         cfg: the resolved configuration.
         resume: continue from the newest valid checkpoint in ``cfg.out``.
         progress: show a progress bar per epoch.
-        data: in-memory splits to train on instead of loading ``cfg.data.name`` (cross-validation
-            folds); they are not saved with the run, so such a run is resumed with the same data.
+        data: splits to train on instead of loading ``cfg.data.name`` (cross-validation folds);
+            they are not saved with the run, so such a run is resumed with the same data.
         restore_rng: False leaves the random generators unrestored on resume (the negative
             control of the exact-resume test; never useful otherwise).
+        overwrite: replace a run already in ``cfg.out`` (its checkpoints, weights and report).
     """
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-                 data: DataSplits | None = None, restore_rng: bool = True):
+                 data: DataSplits | None = None, restore_rng: bool = True, overwrite: bool = False):
         self.cfg = cfg
         self.resume = resume
+        self.overwrite = overwrite
         self.data = data
         self.restore_rng = restore_rng
         self.rank, self.world, self.local_rank = dist_info()
@@ -179,8 +182,14 @@ class Trainer:
             raise ConfigError(f"transfer.freeze {cfg.transfer.freeze!r}: expected '' or 'backbone'")
         if cfg.optim.accumulate < 1:
             raise ConfigError(f"optim.accumulate must be >= 1, got {cfg.optim.accumulate}")
+        self.task = resolve_task(cfg)
         self._init_distributed()
-        self.run_dir = self._prepare_run_dir()
+        self.run = self._prepare_run_dir()
+        self.run_dir = self.run.path
+        self.bad_files: dict[str, str] = {}
+        self.converted_files: set[str] = set()
+        self.first_step_time: float | None = None
+        self._stop = False
 
     # ----------------------------------------------------------------------------- setup
     def _init_distributed(self) -> None:
@@ -201,44 +210,59 @@ class Trainer:
     def _default_out(self) -> str:
         return default_run_dir(self.cfg)
 
-    def _prepare_run_dir(self) -> Path:
+    def _prepare_run_dir(self) -> RunDir:
         cfg = self.cfg
         if not cfg.out:
             if self.resume:
                 raise RunError("--resume needs --out DIR, the run directory to continue")
             cfg.out = self._default_out()
-        run_dir = Path(cfg.out)
-        if self.resume:
-            if not (run_dir / RUN_CONFIG).is_file():
-                raise RunError(f"--resume: {run_dir} holds no run (no {RUN_CONFIG}); start it without --resume")
-            saved = TrainConfig.from_dict(read_json(run_dir / RUN_CONFIG, "run config")["train"])
-            mine, theirs = cfg.to_dict(), saved.to_dict()
-            diff = [k for k in mine if mine[k] != theirs[k] and k != "out"]
-            if diff:
-                raise RunError(f"--resume: the configuration differs from the run in {run_dir} in {diff}; "
-                               "resume with the same arguments")
-        elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        run = RunDir(cfg.out)
+        if self.resume and not run.config.is_file():
+            raise RunError(f"--resume: {run.path} holds no run (no {RUN_CONFIG}); start it without --resume")
+        self._created = not run.path.exists()
         if self.rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
+            run.lock()  # before looking inside: another process may be writing this run
+        try:
+            if self.resume:
+                saved = TrainConfig.from_dict(run.read_config()["train"])
+                mine, theirs = cfg.to_dict(), saved.to_dict()
+                diff = [k for k in mine if mine[k] != theirs[k] and k != "out"]
+                if diff:
+                    raise RunError(f"--resume: the configuration differs from the run in {run.path} in {diff}; "
+                                   "resume with the same arguments")
+            elif run.holds_a_run():
+                if not self.overwrite:
+                    raise RunError(f"{run.path} already holds a run ({run.describe()}); pass --resume to continue "
+                                   "it, --overwrite to replace it, or choose another --out")
+                if self.rank == 0:
+                    run.clear()
+        except BaseException:
+            run.unlock()
+            if self._created and self.rank == 0:
+                run.remove_if_empty_start(created=True)
+            raise
+        return run
+
+    def close(self) -> None:
+        """Release the run directory's lock (fit does it when it ends)."""
+        self.run.unlock()
+
+    def __del__(self) -> None:
+        run = getattr(self, "run", None)
+        if run is not None:
+            run.unlock()
 
     def _load_data(self) -> DataSplits:
         """``cfg.data`` loaded and subset; splits given to the constructor are used as they are
         (cross-validation folds have been subset once already)."""
         if self.data is not None:
             return self.data
-        cfg = self.cfg
-        data = load_data(cfg.data.name, cfg.data.image_size or None, cfg.data.val_fraction,
-                         cfg.data.test_fraction, cfg.data.split_seed)
-        if cfg.data.classes or cfg.data.train_per_class:
-            data = select_classes(data, cfg.data.classes, cfg.data.train_per_class, cfg.data.split_seed)
-        return data
+        return load_configured_data(self.cfg)
 
     def _build(self, data: DataSplits) -> None:
         cfg = self.cfg
-        self.model = create_model(cfg.model.name, spatial_dims=cfg.model.spatial_dims, in_channels=data.channels,
-                                  num_classes=data.num_classes, **cfg.model.overrides)
+        self.task.setup(data.classes)
+        self.model = self.task.build_model(cfg.model, data)
         if cfg.transfer.init:
             # The source task's classifier does not apply: keep the new head, take the rest.
             load_pretrained(self.model, cfg.transfer.init, exclude=("head.",))
@@ -250,8 +274,10 @@ class Trainer:
         if self.memory_format is not None:
             self.model.to(memory_format=self.memory_format)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        n_train = len(data.train[1])
-        self.batches_per_epoch = max(1, -(-n_train // cfg.data.batch_size))
+        self.train_stream = BatchStream(as_samples(data.train), self.task.collate, cfg.data.batch_size,
+                                        workers=cfg.data.workers, pin_memory=self.device.type == "cuda",
+                                        rank=self.rank, world=self.world, seed=cfg.seed)
+        self.batches_per_epoch = max(1, len(self.train_stream))
         self.steps_per_epoch = -(-self.batches_per_epoch // cfg.optim.accumulate)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.epochs * self.steps_per_epoch,
                                          self.steps_per_epoch)
@@ -262,10 +288,7 @@ class Trainer:
             from .ema import ModelEMA
 
             self.ema = ModelEMA(self.model, cfg.optim.ema_decay, warmup=cfg.optim.ema_warmup)
-        from ..data.augment import BatchAugment
-
-        self.augment = BatchAugment(cfg.augment, spatial_dims=cfg.model.spatial_dims,
-                                    num_classes=data.num_classes, mean=data.preprocess.mean, std=data.preprocess.std)
+        self.augment = self.task.build_augment(cfg.augment, data, cfg.model.spatial_dims)
         self.teacher = None
         if cfg.distill.teacher:
             self.teacher = self._load_teacher(data)
@@ -290,15 +313,15 @@ class Trainer:
             p.requires_grad_(False)
         return teacher.to(self.device).eval()
 
+    def _run_config(self, data: DataSplits) -> dict[str, Any]:
+        return {"model": self.model.model_config, "task": {"name": self.task.name, "options": self.task.options},
+                "train": self.cfg.to_dict(),
+                "data": {"name": data.name, "classes": data.classes, "preprocess": data.preprocess.to_dict(),
+                         **{k: v for k, v in data.info.items() if k not in ("bad_files", "converted_files")}}}
+
     def _write_run_config(self, data: DataSplits) -> None:
-        if self.rank != 0:
-            return
-        atomic_write_json(self.run_dir / RUN_CONFIG, {
-            "model": self.model.model_config,
-            "train": self.cfg.to_dict(),
-            "data": {"name": data.name, "classes": data.classes, "preprocess": data.preprocess.to_dict(),
-                     **data.info},
-        })
+        if self.rank == 0:
+            self.run.write_config(self._run_config(data))
 
     # ----------------------------------------------------------------------------- the loop
     def _set_train_mode(self) -> None:
@@ -325,19 +348,20 @@ class Trainer:
         for m in self.model.modules():
             if isinstance(m, nn.Dropout):
                 m.p = lerp(*pc.dropout)
-        self.augment.rand_augment_m = lerp(*pc.rand_augment_m)
-        self.augment.mixup = lerp(*pc.mixup)
-        full = tuple(data.train[0].shape[2:])
+        batch_augment = getattr(self.augment, "augment", None)
+        if batch_augment is not None:
+            batch_augment.rand_augment_m = lerp(*pc.rand_augment_m)
+            batch_augment.mixup = lerp(*pc.mixup)
         if not pc.min_image_size:
             return None
-        return tuple(int(round(lerp(pc.min_image_size, s))) for s in full)
+        return tuple(int(round(lerp(pc.min_image_size, s))) for s in data.preprocess.size)
 
-    def _forward_loss(self, xb: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.cfg
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    def _forward_loss(self, batch: Batch) -> tuple[Any, torch.Tensor, dict[str, float]]:
+        dtype = _AUTOCAST.get(self.cfg.precision)
+        inputs = self.task.model_inputs(batch)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             try:
-                logits = self.train_model(xb)
+                outputs = self.train_model(inputs)
             except Exception as e:  # inductor needs a C++ compiler; train eagerly without one
                 if not self.compiled:
                     raise
@@ -345,15 +369,12 @@ class Trainer:
                               "training eagerly", stacklevel=2)
                 self.train_model = self.train_model._orig_mod
                 self.compiled = False
-                logits = self.train_model(xb)
-        logits = logits.float()
-        loss = classification_loss(logits, targets, cfg.label_smoothing)
+                outputs = self.train_model(inputs)
         if self.teacher is not None:
             with torch.no_grad():
-                teacher_logits = self.teacher(xb).float()
-            a = cfg.distill.alpha
-            loss = (1 - a) * loss + a * distillation_loss(logits, teacher_logits, cfg.distill.temperature)
-        return logits, loss
+                batch = {**batch, "teacher_outputs": self.teacher(inputs)}
+        loss, parts = self.task.loss(outputs, batch)
+        return outputs, loss, parts
 
     def _all_ranks(self, ok: bool) -> bool:
         if self.world == 1:
@@ -364,6 +385,15 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
+    def _sum_ranks(self, n: int) -> int:
+        if self.world == 1:
+            return n
+        import torch.distributed as dist
+
+        total = torch.tensor([float(n)], device=self.device)
+        dist.all_reduce(total)
+        return int(total.item())
+
     def _nonfinite(self, state: RunState, what: str, batch: int) -> None:
         state.skipped += 1
         state.nonfinite_run += 1
@@ -372,7 +402,7 @@ class Trainer:
             raise RunError(
                 f"{state.nonfinite_run} non-finite {what}es in a row (max_nonfinite={self.cfg.max_nonfinite}); "
                 f"the last at epoch {state.epoch + 1}, batch {batch} (optimiser step {state.step}); "
-                f"no step was taken with them and the newest checkpoint in {self.run_dir / 'checkpoints'} is intact")
+                f"no step was taken with them and the newest checkpoint in {self.run.checkpoints} is intact")
 
     def _optimizer_step(self, state: RunState, batch: int) -> bool:
         cfg = self.cfg
@@ -389,11 +419,29 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        self.task.after_step(self.model)
         if self.ema is not None:
             self.ema.update(self.model)
         state.step += 1
         state.nonfinite_run = 0
+        if self.first_step_time is None:
+            self.first_step_time = time.time()
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            self._stop = True
         return True
+
+    def _note_bad(self, batch: Batch, split: str = "train") -> None:
+        """Files that failed to decode in this batch: recorded once each, and the run stops when
+        they exceed data.max_bad_fraction of the split."""
+        for path in batch.get("converted", []):
+            self.converted_files.add(path)
+        bad = batch.get("bad") or []
+        if not bad:
+            return
+        for path, error in bad:
+            self.bad_files.setdefault(path, error)
+        n = len(as_samples(getattr(self._data, split)))
+        check_bad_files(list(self.bad_files.items()), n, self.cfg.data.max_bad_fraction, f"{self.cfg.data.name} ({split})")
 
     def _train_epoch(self, data: DataSplits, state: RunState, order: torch.Tensor | None) -> dict[str, float]:
         """One epoch from ``state.batch`` on. ``order`` is the epoch's sample order when resuming
@@ -401,103 +449,159 @@ class Trainer:
         cfg = self.cfg
         self._set_train_mode()
         size = self._progressive(state.epoch, data)
-        x, y = data.train
-        n, bs, accumulate = len(y), cfg.data.batch_size, cfg.optim.accumulate
+        stream = self.train_stream
+        n, bs, accumulate = len(stream.samples), cfg.data.batch_size, cfg.optim.accumulate
+        metric = self.task.metrics(training=True)
         if order is None:
             order = torch.randperm(n, generator=self.generator)
-            state.batch, state.sums = 0, {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+            state.batch, state.sums, state.train_metric = 0, {"loss": 0.0, "seen": 0.0}, {}
+        metric.load_state_dict(state.train_metric)
         bar = tqdm(total=n, initial=min(n, state.batch * bs), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-                   unit="img", leave=True, disable=not self.progress, dynamic_ncols=True)
+                   unit=self.task.unit, leave=True, disable=not self.progress, dynamic_ncols=True)
         start, seen0 = time.perf_counter(), state.sums["seen"]
         sums = state.sums
-        for b in range(state.batch, self.batches_per_epoch):
-            idx = order[b * bs:(b + 1) * bs]
-            xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device)
-            targets = yb
-            if self.augment.enabled:
-                xb, targets = self.augment(xb, yb, self.generator)
-            if size is not None and tuple(xb.shape[2:]) != size:
-                xb = F.interpolate(xb, size=size, mode=L.linear_mode(xb.ndim - 2), align_corners=False)
-            global_n = len(yb)
-            if self.world > 1:  # this process's slice of the global batch
-                lo, hi = (global_n * self.rank) // self.world, (global_n * (self.rank + 1)) // self.world
-                xb, yb, targets = xb[lo:hi], yb[lo:hi], targets[lo:hi]
+        global_batches = stream.in_memory  # memory: every rank holds the global batch and slices it
+        augment_generator = self.generator
+        for b, batch in zip(range(state.batch, self.batches_per_epoch), stream.epoch(order, state.batch)):
+            self._note_bad(batch)
+            local_n = batch_size_of(batch)
+            if not global_batches and self.world > 1:
+                # Each rank augments only its slice: its own stream, reseeded per step so that
+                # a resumed run draws the same numbers without saving every rank's generator.
+                augment_generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + b * self.world + self.rank
+                                                                  + state.epoch * 7_919)
+            if not self._all_ranks(local_n > 0):  # every file of the batch failed to decode
+                state.batch = b + 1
+                continue
+            batch = to_device(batch, self.device, non_blocking=True)
+            if self.augment is not None and self.augment.enabled:
+                batch = self.augment(batch, augment_generator)
+            if size is not None and tuple(batch["input"].shape[2:]) != size:
+                x = batch["input"]
+                batch["input"] = F.interpolate(x, size=size, mode=L.linear_mode(x.ndim - 2), align_corners=False)
+            if global_batches:
+                global_n = local_n
+                if self.world > 1:  # this process's slice of the global batch
+                    lo, hi = rank_slice(global_n, self.rank, self.world)
+                    batch = slice_batch(batch, lo, hi, global_n)
+            else:
+                global_n = self._sum_ranks(local_n)
+            k = batch_size_of(batch)
             if self.memory_format is not None:
-                xb = xb.contiguous(memory_format=self.memory_format)
+                batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
             group_start = (b // accumulate) * accumulate
             group = min(accumulate, self.batches_per_epoch - group_start)
             last_in_group = b == group_start + group - 1
             sync = self.world > 1 and not last_in_group
             with self.train_model.no_sync() if sync and hasattr(self.train_model, "no_sync") else contextlib.nullcontext():
-                logits, loss = self._forward_loss(xb, targets)
+                outputs, loss, _ = self._forward_loss(batch)
                 finite = self._all_ranks(bool(torch.isfinite(loss)))
                 if finite:
                     # DDP averages gradients over processes; weigh each slice by its share of the
                     # global batch so the result is the global batch's mean, slices equal or not.
-                    weight = len(yb) * self.world / global_n / group
+                    weight = k * self.world / global_n / group
                     self.scaler.scale(loss * weight).backward()
             if not finite:
                 self._nonfinite(state, "loss", b)
             elif last_in_group:
                 self._optimizer_step(state, b)
             state.batch = b + 1
-            k = len(yb)
             sums["seen"] += k
             if finite:
                 sums["loss"] += loss.item() * k
-                sums["correct"] += (logits.argmax(1) == yb).sum().item()
+                metric.update(outputs.detach() if isinstance(outputs, torch.Tensor) else outputs, batch)
             bar.update(k * self.world)
             bar.set_postfix(loss=f"{sums['loss'] / max(sums['seen'], 1):.4f}",
-                            acc=f"{sums['correct'] / max(sums['seen'], 1):.4f}",
-                            speed=f"{(sums['seen'] - seen0) * self.world / (time.perf_counter() - start):.0f} img/s",
-                            refresh=False)
+                            **{name: f"{v:.4f}" for name, v in metric.progress().items()},
+                            speed=f"{(sums['seen'] - seen0) * self.world / (time.perf_counter() - start):.0f} "
+                                  f"{self.task.unit}/s", refresh=False)
+            state.train_metric = metric.state_dict()
             if (cfg.checkpoint_every > 0 and last_in_group and finite and state.step % cfg.checkpoint_every == 0
-                    and state.batch < self.batches_per_epoch):
+                    and state.batch < self.batches_per_epoch and not self._stop):
                 self._save(state, order)
+            if self._stop:
+                break
         elapsed = time.perf_counter() - start
         bar.close()
         seen = sums["seen"]
-        return {"train_loss": sums["loss"] / max(seen, 1), "train_acc": sums["correct"] / max(seen, 1),
-                "epoch_s": elapsed, "img_per_s": (seen - seen0) * self.world / max(elapsed, 1e-9),
-                "skipped_steps": state.skipped}
+        row = {"train_loss": sums["loss"] / max(seen, 1)}
+        row.update({f"train_{k}": v for k, v in metric.progress().items()})
+        row.update({"epoch_s": elapsed, "img_per_s": (seen - seen0) * self.world / max(elapsed, 1e-9),
+                    "skipped_steps": state.skipped})
+        return row
+
+    def _evaluate(self, split: Any, model: nn.Module | None = None) -> tuple[Metric, dict[str, Any]]:
+        bad: list = []
+        metric, result = evaluate(self.task, model or self.eval_model, split, self.device, self.cfg.eval_batch_size,
+                                  workers=self.cfg.data.workers, rank=self.rank, world=self.world, bad=bad)
+        for path, error in bad:
+            self.bad_files.setdefault(path, error)
+        return metric, result
 
     def fit(self) -> dict[str, Any]:
         """Train, checkpoint, evaluate on the test split, write the run directory."""
+        state_box: list[RunState] = []
+        try:
+            return self._fit(state_box)
+        except BaseException as e:
+            if self.rank == 0:
+                took_a_step = bool(state_box) and state_box[0].step > 0
+                if self.resume or took_a_step:
+                    self.run.mark_failed(e, state_box[0].step if state_box else 0)
+                else:  # nothing worth keeping: no half-made run directory is left behind
+                    self.run.remove_if_empty_start(created=self._created)
+            raise
+        finally:
+            self.run.unlock()
+
+    def _fit(self, state_box: list[RunState]) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        data = self._load_data()
+        data = self._data = self._load_data()
         self._build(data)
-        if getattr(self.model, "learning", "backprop") == "unsupervised":
-            return self._fit_unsupervised(data)
+        if self.task.learns_without_gradients(self.model):
+            return self._fit_without_gradients(data)
         state, history, order = RunState(), [], None
+        state_box.append(state)
+        resumed_from = None
         if self.resume:
-            state, history, order = self._restore()
+            state, history, order, resumed_from = self._restore()
+            state_box[0] = state
         else:
             self._write_run_config(data)
             if self.rank == 0:
-                (self.run_dir / "metrics.jsonl").write_text("")
+                self.run.write_metrics([])
+        primary = self.task.primary_metric
         for epoch in range(state.epoch, cfg.epochs):
             t0 = time.perf_counter()
             row = self._train_epoch(data, state, order)
             order = None
-            val = evaluate(self.eval_model, data.val, self.device, cfg.eval_batch_size)
+            _, val = self._evaluate(data.val)
             state.epoch, state.batch = epoch + 1, 0
             state.train_s += time.perf_counter() - t0
-            acc, best = val["acc"], state.best_val_acc  # NaN: no validation split / none yet
-            if not math.isnan(acc) and (math.isnan(best) or acc > best):
-                state.best_val_acc = acc
-            row = {"epoch": state.epoch, "step": state.step, **row, "val_loss": val["loss"], "val_acc": val["acc"],
+            value, best = val.get(primary, float("nan")), state.best_val  # NaN: no validation split / none yet
+            if not math.isnan(value) and (math.isnan(best) or self._better(value, best)):
+                state.best_val = value
+            row = {"epoch": state.epoch, "step": state.step, **row,
+                   **{f"val_{k}": v for k, v in val.items() if _scalar(v)},
                    "lr": self.optimizer.param_groups[0]["lr"]}
+            if resumed_from is not None:
+                row["resumed_from"] = resumed_from
+                resumed_from = None
             history.append(row)
             if self.rank == 0:
-                with open(self.run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                self.run.append_metrics(row)
             if self.progress:
-                tqdm.write(f"  val_loss {val['loss']:.4f}  val_acc {val['acc']:.4f}")
+                tqdm.write("  " + "  ".join(f"val_{k} {v:.4f}" for k, v in val.items() if _scalar(v)))
             self._save(state, None, history)
+            if self._stop:
+                break
         return self._finish(data, state, history)
+
+    def _better(self, value: float, best: float) -> bool:
+        return value > best if self.task.higher_is_better else value < best
 
     @property
     def eval_model(self) -> nn.Module:
@@ -505,18 +609,19 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- checkpoints
     def _save(self, state: RunState, order: torch.Tensor | None, history: list[dict] | None = None) -> None:
-        bad = _all_finite(self.model)
+        bad = _nonfinite_tensor(self.model)
         if bad is not None:
             raise RunError(f"refusing to checkpoint non-finite weights ({bad}) at step {state.step}")
         if self.rank == 0:
             tensors = {} if order is None else {"order": order}
             if self.ema is not None:
                 tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-            extra = {"epoch": state.epoch, "batch": state.batch, "best_val_acc": state.best_val_acc,
+            extra = {"epoch": state.epoch, "batch": state.batch, "best_val": state.best_val,
                      "train_s": state.train_s, "skipped": state.skipped, "nonfinite_run": state.nonfinite_run,
-                     "sums": state.sums, "scaler": self.scaler.state_dict(), "history": history,
-                     "world_size": self.world}
-            ckpt.save_checkpoint(self.run_dir / "checkpoints", state.step, self.model, self.optimizer,
+                     "sums": state.sums, "train_metric": state.train_metric, "scaler": self.scaler.state_dict(),
+                     "history": history, "world_size": self.world, "bad_files": self.bad_files,
+                     "converted_files": sorted(self.converted_files)}
+            ckpt.save_checkpoint(self.run.checkpoints, state.step, self.model, self.optimizer,
                                  self.scheduler, self.generator, extra, keep=self.cfg.keep_checkpoints,
                                  tensors=tensors)
         if self.world > 1:
@@ -524,79 +629,77 @@ class Trainer:
 
             dist.barrier()
 
-    def _restore(self) -> tuple[RunState, list[dict], torch.Tensor | None]:
-        found = ckpt.load_latest(self.run_dir / "checkpoints")
+    def _restore(self) -> tuple[RunState, list[dict], torch.Tensor | None, str]:
+        def apply(path: Path, model_sd: dict, training: dict, st: dict) -> None:
+            ckpt.restore(self.model, self.optimizer, self.scheduler, self.generator, model_sd, training, st,
+                         rng=self.restore_rng)
+            if st.get("scaler"):
+                self.scaler.load_state_dict(st["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict({k[4:]: v for k, v in training.items() if k.startswith("ema.")})
+
+        found = ckpt.restore_latest(self.run.checkpoints, self.model, apply, needs_ema=self.ema is not None)
         if found is None:
-            raise RunError(f"--resume: {self.run_dir / 'checkpoints'} holds no readable checkpoint")
-        path, model_sd, training, st = found
-        ckpt.restore(self.model, self.optimizer, self.scheduler, self.generator, model_sd, training, st,
-                     rng=self.restore_rng)
-        if st.get("scaler"):
-            self.scaler.load_state_dict(st["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict({k[4:]: v for k, v in training.items() if k.startswith("ema.")})
-        history = self._history_at(path, st)
+            raise RunError(f"--resume: {self.run.checkpoints} holds no readable checkpoint")
+        path, training, st = found
+        history = self._history_at(st)
         if self.rank == 0:
             # metrics.jsonl may hold epochs past the checkpoint if the run died after writing them.
-            with open(self.run_dir / "metrics.jsonl", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in history)
-        if self.progress:
-            where = f"epoch {st['epoch'] + 1}, batch {st['batch']}" if st["batch"] else f"end of epoch {st['epoch']}"
-            tqdm.write(f"resumed from {path} ({where}, step {st['step']})")
-        state = RunState(st["epoch"], st["step"], st["best_val_acc"], st["train_s"], st["batch"], st["skipped"],
-                         st["nonfinite_run"], st["sums"])
+            self.run.write_metrics(history)
+            self.run.clear_failed()
+        where = f"epoch {st['epoch'] + 1}, batch {st['batch']}" if st["batch"] else f"end of epoch {st['epoch']}"
+        if self.rank == 0:  # said even without progress bars: a resumed run must say where from
+            print(f"resumed from {path} ({where}, step {st['step']})", flush=True)
+        state = RunState(st["epoch"], st["step"], st.get("best_val", float("nan")), st["train_s"], st["batch"],
+                         st["skipped"], st["nonfinite_run"], st["sums"], st.get("train_metric") or {})
+        self.bad_files.update(st.get("bad_files") or {})
+        self.converted_files.update(st.get("converted_files") or [])
         order = training.get("order") if st["batch"] else None
-        return state, history, order
+        return state, history, order, str(path.relative_to(self.run.path))
 
-    def _history_at(self, path: Path, st: dict[str, Any]) -> list[dict]:
+    def _history_at(self, st: dict[str, Any]) -> list[dict]:
         """The metrics rows up to a checkpoint: an epoch-end checkpoint holds them; a mid-epoch
         one takes the completed epochs' rows from metrics.jsonl."""
         if st.get("history") is not None:
             return st["history"]
-        rows = []
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        return [r for r in rows if r["epoch"] <= st["epoch"]]
+        return [r for r in self.run.read_metrics() if r["epoch"] <= st["epoch"]]
 
     # ----------------------------------------------------------------------------- the end
-    def _fit_unsupervised(self, data: DataSplits) -> dict[str, Any]:
-        """Models that learn their features without labels (the neocognitron) train by their own
-        rule; labels reach only the readout. One pass, so there is nothing to resume."""
+    def _fit_without_gradients(self, data: DataSplits) -> dict[str, Any]:
+        """Models that learn by their own rule (the neocognitron) are fitted once by the task;
+        one pass, so there is nothing to resume."""
         if self.resume:
-            raise RunError(f"{self.cfg.model.name} learns in one unsupervised pass; --resume does not apply")
+            raise RunError(f"{self.cfg.model.name} learns in one pass without gradients; --resume does not apply")
         self._write_run_config(data)
         t0 = time.perf_counter()
-        stats = self.model.fit_unsupervised(data.train[0].to(self.device), generator=self.generator)
-        readout = self.model.fit_readout(data.train[0].to(self.device), data.train[1].to(self.device))
+        fitted = self.task.fit_without_gradients(self.model, data, self.device, self.generator)
         state = RunState(epoch=1, train_s=time.perf_counter() - t0)
-        val = evaluate(self.model, data.val, self.device, self.cfg.eval_batch_size)
-        state.best_val_acc = val["acc"]
-        scores = self.model.evaluate_readouts(data.test[0].to(self.device), data.test[1].to(self.device))
-        row = {"epoch": 1, "step": 0, "val_loss": val["loss"], "val_acc": val["acc"],
-               **{f"test_{k}": v for k, v in scores.items()},
-               **{k: v for k, v in {**stats, **readout}.items() if isinstance(v, (int, float, list))}}
-        (self.run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+        _, val = self._evaluate(data.val, self.model)
+        state.best_val = val.get(self.task.primary_metric, float("nan"))
+        row = {"epoch": 1, "step": 0, **{f"val_{k}": v for k, v in val.items() if _scalar(v)}, **fitted}
+        if self.rank == 0:
+            self.run.write_metrics([row])
         if self.progress:
-            tqdm.write("  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-        summary = self._finish(data, state, [row])
-        summary.update({f"test_{k}": v for k, v in scores.items()})
-        atomic_write_json(self.run_dir / "summary.json", _json_safe(summary))
+            tqdm.write("  " + "  ".join(f"{k} {v:.4f}" for k, v in fitted.items() if k.startswith("test_")))
+        summary = self._finish(data, state, [row], extra={k: v for k, v in fitted.items() if k.startswith("test_")})
         return summary
 
-    def _finish(self, data: DataSplits, state: RunState, history: list[dict]) -> dict[str, Any]:
+    def _finish(self, data: DataSplits, state: RunState, history: list[dict],
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
         model = self.eval_model
-        test = evaluate(model, data.test, self.device, self.cfg.eval_batch_size)
-        bad = _all_finite(model)
+        metric, test = self._evaluate(data.test)
+        bad = _nonfinite_tensor(model)
         if bad is not None:
             raise RunError(f"refusing to save non-finite weights ({bad})")
+        primary = self.task.primary_metric
+        final_val = history[-1].get(f"val_{primary}") if history else None
         summary = {
             "model": self.cfg.model.name,
+            "task": self.task.name,
             "data": data.name,
-            "test_acc": test["acc"],
-            "test_loss": test["loss"],
-            "best_val_acc": state.best_val_acc,
-            "final_val_acc": history[-1]["val_acc"] if history else float("nan"),
+            **{f"test_{k}": v for k, v in test.items() if _scalar(v)},
+            f"best_val_{primary}": state.best_val,
+            f"final_val_{primary}": final_val if final_val is not None else float("nan"),
             "epochs": state.epoch,
             "steps": state.step,
             "skipped_steps": state.skipped,
@@ -607,30 +710,54 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "world_size": self.world,
-            "run_dir": str(self.run_dir),
+            "run_dir": str(self.run.path),
+            **self.task.summary_extra(metric),
+            **(extra or {}),
         }
+        if self._stop:
+            summary["stopped"] = f"max_steps={self.cfg.max_steps}"
+        if self.first_step_time is not None:
+            summary["first_step_time"] = self.first_step_time
+        bad_files = [list(b) for b in data.info.get("bad_files", [])] + [[p, e] for p, e in self.bad_files.items()]
+        converted = sorted(set(data.info.get("converted_files", [])) | self.converted_files)
+        if bad_files:
+            summary["bad_files"] = bad_files
+        if converted:
+            summary["converted_files"] = converted
         if self.rank == 0:
             # config.json (written at the start) already holds the model section from_pretrained reads.
             state_dict = {k: v.contiguous() for k, v in model.state_dict().items()}
-            save_tensors(state_dict, self.run_dir / WEIGHTS_NAME)
-            atomic_write_json(self.run_dir / "summary.json", _json_safe(summary))
+            save_tensors(state_dict, self.run.weights)
+            self.run.write_summary(_json_safe(summary))
             if self.cfg.report:
-                self._report(data, test["preds"], history, summary, model)
+                self._report(data, metric, history, summary, model)
         return summary
 
-    def _report(self, data: DataSplits, preds: torch.Tensor, history: list[dict], summary: dict,
-                model: nn.Module) -> None:
-        from .report import write_report
+    def _report(self, data: DataSplits, metric: Metric, history: list[dict], summary: dict, model: nn.Module) -> None:
+        from .report import write_page
 
-        y = data.test[1]
-        k = data.num_classes
-        confusion = np.zeros((k, k), dtype=np.int64)
-        np.add.at(confusion, (y.numpy(), preds.numpy()), 1)
-        wrong = (preds != y).nonzero().flatten()[:32].tolist()
-        misclassified = [(data.test[0][i], int(y[i]), int(preds[i])) for i in wrong]
-        metrics = {k: summary[k] for k in ("test_acc", "best_val_acc", "epochs", "wall_s", "params")}
-        write_report(self.run_dir, history, confusion, data.classes, first_conv_weight(model),
-                     misclassified, f"{self.cfg.model.name} on {data.name}", metrics)
+        primary = self.task.primary_metric
+        keys = (f"test_{primary}", f"best_val_{primary}", "epochs", "wall_s", "params")
+        table = {k: summary[k] for k in keys if k in summary}
+        if summary.get("bad_files"):
+            table["files skipped (cannot be read)"] = ", ".join(p for p, _ in summary["bad_files"][:20])
+        if summary.get("converted_files"):
+            table["files converted to the set's channels"] = ", ".join(summary["converted_files"][:20])
+        figures = self.task.report_figures(metric, model, data, self.run.read_config())
+        write_page(self.run.path, history, f"{self.cfg.model.name} on {data.name}", table, figures,
+                   curve_metric=primary)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _nonfinite_tensor(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding a NaN or an infinity, else None."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            return name
+    return None
 
 
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
@@ -642,15 +769,22 @@ def load_run(run_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """The trained model of a run directory (eval mode) and its config.json."""
     from ..weights import from_pretrained
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run directory not found: {run_dir}")
-    if not (run_dir / RUN_CONFIG).is_file() or not (run_dir / WEIGHTS_NAME).is_file():
-        raise RunError(f"{run_dir} holds no finished run (expected {RUN_CONFIG} and {WEIGHTS_NAME}; "
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise RunError(f"run directory not found: {run.path}")
+    if not run.config.is_file() or not run.weights.is_file():
+        raise RunError(f"{run.path} holds no finished run (expected {RunDir.CONFIG} and {run.weights.name}; "
                        "an interrupted run can be continued with `convnet train --out DIR --resume`)")
-    run_cfg = read_json(run_dir / RUN_CONFIG, "run config")
-    return from_pretrained(run_dir).eval(), run_cfg
+    run_cfg = run.read_config()
+    return from_pretrained(run.path).eval(), run_cfg
 
 
-__all__ = ["RunError", "RunState", "Trainer", "classification_loss", "distillation_loss", "evaluate", "load_run",
-           "resolve_device", "seed_everything"]
+def run_task(run_cfg: dict[str, Any]) -> Task:
+    """The task a run was trained for, set up with its classes (runs from before tasks existed
+    were classifiers)."""
+    task_cfg = run_cfg.get("task") or {"name": "classify", "options": {}}
+    return get_task(task_cfg["name"], task_cfg.get("options")).setup(run_cfg.get("data", {}).get("classes", []))
+
+
+__all__ = ["RunError", "RunState", "Trainer", "classification_loss", "distillation_loss", "evaluate",
+           "load_configured_data", "load_run", "resolve_device", "resolve_task", "run_task", "seed_everything"]
