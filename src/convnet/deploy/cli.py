@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   convnet bench mobilenet_v2 --mode onnxruntime --iters 50
   convnet export --run runs/lenet5-digits-... --format onnx
   convnet export --run runs/... --format torch_export --out model.pt2
+  convnet export --model resnet18 --out their.onnx --force  # replace a file convnet did not write
 """
 
 
@@ -36,7 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .export import MissingDependencyError, export_onnx, export_program, verify_onnx, verify_program
+    from .export import ExportVerificationError, MissingDependencyError, export_verified, spatial_is_fixed
 
     if args.run:
         from ..data import Preprocess
@@ -61,26 +62,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError("give --run DIR (a training run) or --model NAME (a freshly initialised model)")
     out = Path(args.out) if args.out else stem.with_suffix(".onnx" if args.format == "onnx" else ".pt2")
     example = torch.randn(2, *size)
-    dynamic = {"dynamic_batch": not args.static_batch, "dynamic_spatial": not args.static_spatial}
-    if getattr(model, "fixed_input_size", None) is not None and getattr(model, "fixed_input_axes", None) is None:
-        # LeNet-style models whose layers fit one input size exactly: only the batch can vary.
-        dynamic["dynamic_spatial"] = False
+    # A model of fixed input size (LeNet-5) keeps it: the exporters make only the batch dynamic.
+    dynamic = {"dynamic_batch": not args.static_batch,
+               "dynamic_spatial": not args.static_spatial and not spatial_is_fixed(model)}
     try:
-        if args.format == "onnx":
-            export_onnx(model, out, example, opset=args.opset, **dynamic)
-            report = verify_onnx(out, model, example)
-            runtime = "ONNX Runtime"
-        else:
-            export_program(model, out, example, **dynamic)
-            report = verify_program(out, model, example)
-            runtime = "torch.export.load"
+        # Written beside `out`, verified there, renamed over `out` only if it passed.
+        report = export_verified(model, out, args.format, example, opset=args.opset, tolerance=args.tolerance,
+                                 force=args.force, **dynamic)
     except MissingDependencyError as e:
         print(f"convnet export: error: {e}", file=sys.stderr)
         return 2
-    except (AssertionError, RuntimeError) as e:  # the exported file rejects or mis-computes an input
-        print(f"convnet export: verification of {out} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    except ExportVerificationError as e:
+        print(f"convnet export: {e}", file=sys.stderr)
         return 1
-    report = {"path": str(out), "format": args.format, "input_size": list(size), **report}
+    runtime = "ONNX Runtime" if args.format == "onnx" else "torch.export.load"
+    report = {**report, "input_size": list(size)}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -128,5 +124,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     e.add_argument("--static-batch", action="store_true", help="fix the batch axis to the example's")
     e.add_argument("--static-spatial", action="store_true", help="fix the spatial axes to the example's")
+    e.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest accepted max |export - torch| / max |torch| (default 1e-3); a file "
+                        "above it is not written")
+    e.add_argument("--force", action="store_true",
+                   help="replace an existing file at the output path that is not a convnet export")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_export)

@@ -6,7 +6,14 @@ accepts (a fully convolutional model with a global pool: every size above its mi
 
 * :func:`export_onnx` uses torch's dynamo-based ONNX exporter (``torch.onnx.export(...,
   dynamo=True)``, which needs the ``onnx`` and ``onnxscript`` packages) and writes the file
-  atomically: a crash or an interrupt never leaves a half-written model at ``path``.
+  atomically: into a scratch folder beside ``path``, checked there (``check=``), and only then
+  renamed over ``path``. A crash, an interrupt or a failed check leaves ``path`` as it was.
+* :func:`export_verified` does both: export, verify the scratch file against the model within a
+  tolerance, then rename. ``convnet export`` runs it.
+* Overwriting: every file written is marked as convnet's (ONNX ``metadata_props`` key
+  ``convnet``; a ``convnet.json`` extra file in a ``torch.export`` archive, see
+  :func:`is_convnet_export`). An existing file without the mark is replaced only with
+  ``force=True`` (``--force``).
 * :func:`verify_onnx` runs the file in ONNX Runtime at batch sizes and spatial sizes different
   from the export's, and returns the largest absolute and relative difference to the PyTorch
   model in eval mode.
@@ -25,12 +32,14 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import os
 import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +53,23 @@ _INLINE_LIMIT = 1_800_000_000
 _AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
 
+# The mark of a convnet export: ONNX metadata_props key, and the extra file of a .pt2 archive.
+EXPORT_MARK = "convnet"
+_PROGRAM_MARK_FILE = "convnet.json"
+
+
 class MissingDependencyError(ImportError):
     """An optional package (onnx, onnxscript, onnxruntime) is not installed."""
+
+
+class ExportTargetError(ValueError):
+    """The output path holds something convnet did not write (a file without its mark, or a
+    folder); replacing it needs ``force=True``."""
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported file does not compute what the model computes (or does not run); the
+    target was left as it was."""
 
 
 def require(*packages: str) -> list[Any]:
@@ -108,13 +132,74 @@ def _eval_copy(model: nn.Module) -> nn.Module:
     return _Wrapped(copy.deepcopy(model).float().eval())
 
 
-def _atomic_save(write: Any, path: Path) -> Path:
-    """Write through ``write(tmp_path)`` in a scratch folder beside ``path``, then move every file
-    it wrote into place (the side data file first, the file that names it last)."""
+def is_convnet_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file convnet exported: an ONNX model whose ``metadata_props`` has
+    the key ``convnet``, or a ``torch.export`` archive holding ``extra/convnet.json``. Reads only
+    the archive's directory, or the ONNX protobuf without external weights."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(n == f"extra/{_PROGRAM_MARK_FILE}" or n.endswith(f"/extra/{_PROGRAM_MARK_FILE}")
+                           for n in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX (or no onnx package): not a file we wrote
+        return False
+    return any(p.key == EXPORT_MARK for p in proto.metadata_props)
+
+
+def _guard_target(path: Path, force: bool) -> None:
+    """Refuse to replace a folder, or a file convnet did not write unless ``force``."""
+    if path.is_dir():
+        raise ExportTargetError(f"{path}: is a directory; give a file name for the export")
+    if os.path.lexists(path) and not force and not is_convnet_export(path):
+        raise ExportTargetError(f"{path}: exists and is not a convnet export (no '{EXPORT_MARK}' mark); "
+                                f"pass --force (force=True) to replace it")
+
+
+def _mark(model: nn.Module, fmt: str) -> str:
+    """The JSON stored in the export's mark: what was exported."""
+    cfg = getattr(model, "model_config", None) or {}
+    return json.dumps({"format": fmt, "model": cfg.get("name", type(model).__name__),
+                       "spatial_dims": cfg.get("spatial_dims"), "in_channels": cfg.get("in_channels"),
+                       "num_classes": cfg.get("num_classes")}, sort_keys=True)
+
+
+def _check_example(model: nn.Module, x: torch.Tensor) -> None:
+    """The model's own input check on the example, before tracing: the exporters wrap a model's
+    error in their own (ONNX's asks to file a PyTorch issue), so a wrong size is reported here,
+    in the model's words (the fixed size it needs, or its minimum)."""
+    check = getattr(model, "check_input", None)
+    if check is None:
+        return
+    try:
+        check(x)
+    except ValueError as e:
+        raise ValueError(f"cannot export at example input {tuple(x.shape[1:])}: {e}") from None
+
+
+def spatial_is_fixed(model: nn.Module) -> bool:
+    """LeNet-style models whose layers fit one input size exactly: only the batch can vary."""
+    return getattr(model, "fixed_input_size", None) is not None and getattr(model, "fixed_input_axes", None) is None
+
+
+def _atomic_save(write: Any, path: Path, check: Callable[[Path], Any] | None = None) -> Path:
+    """Write through ``write(tmp_path)`` in a scratch folder beside ``path``, run ``check`` on the
+    written file there, then move every file it wrote into place (the side data file first, the
+    file that names it last). If writing or the check fails, ``path`` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         write(tmp_dir / path.name)
+        if check is not None:
+            check(tmp_dir / path.name)
         produced = sorted(tmp_dir.iterdir(), key=lambda p: p.name == path.name)
         for f in produced:
             os.replace(f, path.parent / f.name)
@@ -149,8 +234,9 @@ def _rename_axes(model_proto: Any, x: torch.Tensor, dynamic_batch: bool) -> None
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor | Sequence[int] | None = None,
-                dynamic_batch: bool = True, dynamic_spatial: bool = True, opset: int | None = None) -> Path:
-    """Export ``model`` (in eval mode, fp32) to an ONNX file, atomically.
+                dynamic_batch: bool = True, dynamic_spatial: bool = True, opset: int | None = None, *,
+                check: Callable[[Path], Any] | None = None, force: bool = False) -> Path:
+    """Export ``model`` (in eval mode, fp32) to an ONNX file, atomically, marked as convnet's.
 
     Args:
         model: a classifier taking one (B, C, *S) tensor; it is copied, not changed.
@@ -159,19 +245,28 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
         example_input: a tensor (B, C, *S) or an input size (C, *S) (default: the model's
             ``default_cfg["input_size"]``); traced once.
         dynamic_batch: leave the batch axis symbolic ("batch").
-        dynamic_spatial: leave every spatial axis symbolic ("height", "width", ...).
+        dynamic_spatial: leave every spatial axis symbolic ("height", "width", ...); ignored for
+            a model of fixed input size (LeNet-5), whose spatial size is always fixed.
         opset: ONNX opset version (default: the exporter's).
+        check: called with the written file's temporary path before it is renamed to ``path``;
+            an exception it raises leaves ``path`` untouched (see :func:`export_verified`).
+        force: replace an existing file that is not a convnet export.
 
     Returns:
         ``path`` as a Path.
 
     Raises:
         MissingDependencyError: onnx or onnxscript is not installed.
+        ExportTargetError: ``path`` is a folder, or a file convnet did not write (without ``force``).
+        ValueError: the example input is one the model refuses (names the size it needs).
     """
     onnx, _ = require("onnx", "onnxscript")
     path = Path(path)
+    _guard_target(path, force)
     x = _example(model, example_input)
     wrapped = _eval_copy(model)
+    _check_example(wrapped.model, x)
+    dynamic_spatial = dynamic_spatial and not spatial_is_fixed(model)
     with warnings.catch_warnings(), _size_oblivious():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
         program = torch.onnx.export(wrapped, (x,), None, dynamo=True, input_names=["input"], output_names=["logits"],
@@ -181,12 +276,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
 
     def write(tmp: Path) -> None:
         program.save(tmp, external_data=not inline)
-        if inline:  # one self-contained file: rename its symbolic axes in place
-            proto = onnx.load(str(tmp))
+        # The graph without its weights (they stay where the exporter put them: inline, or in
+        # the side file the graph names): mark it, and rename its symbolic axes.
+        proto = onnx.load(str(tmp), load_external_data=False)
+        if inline:
             _rename_axes(proto, x, dynamic_batch)
-            onnx.save(proto, str(tmp))
+        onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                            EXPORT_MARK: _mark(model, "onnx")})
+        onnx.save(proto, str(tmp))
 
-    return _atomic_save(write, path)
+    return _atomic_save(write, path, check)
 
 
 def verification_inputs(example_input: torch.Tensor | Sequence[int], batch_sizes: Sequence[int] = (1, 3),
@@ -268,10 +367,12 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor 
 
 def export_program(model: nn.Module, path: str | os.PathLike,
                    example_input: torch.Tensor | Sequence[int] | None = None,
-                   dynamic_batch: bool = True, dynamic_spatial: bool = True) -> Path:
+                   dynamic_batch: bool = True, dynamic_spatial: bool = True, *,
+                   check: Callable[[Path], Any] | None = None, force: bool = False) -> Path:
     """``torch.export.export`` the model (eval, fp32) with symbolic batch and spatial axes and
-    ``torch.export.save`` it to ``path`` (a .pt2 archive), atomically; arguments as in
-    :func:`export_onnx`. Load it back with ``torch.export.load(path).module()``.
+    ``torch.export.save`` it to ``path`` (a .pt2 archive, marked with ``extra/convnet.json``),
+    atomically; arguments, ``check`` and ``force`` as in :func:`export_onnx`. Load it back with
+    ``torch.export.load(path).module()``.
 
     The program checks its input's shape at run time. Tracing may bound a symbolic axis where
     the fake convolution picks a memory format by size (a 1x1 map, a batch of one): ResNet,
@@ -281,8 +382,11 @@ def export_program(model: nn.Module, path: str | os.PathLike,
     reads the range constraints, does not list). The ONNX file has no such checks.
     """
     path = Path(path)
+    _guard_target(path, force)
     x = _example(model, example_input)
     wrapped = _eval_copy(model)
+    _check_example(wrapped.model, x)
+    dynamic_spatial = dynamic_spatial and not spatial_is_fixed(model)
     for _ in range(3):
         with warnings.catch_warnings(), _size_oblivious():
             warnings.simplefilter("ignore")
@@ -297,7 +401,8 @@ def export_program(model: nn.Module, path: str | os.PathLike,
         # format) bounded the range from above: trace again at twice the size, where the
         # general branch is taken, and accept the higher lower bound.
         x = torch.randn(x.shape[0], x.shape[1], *(2 * s for s in x.shape[2:]))
-    return _atomic_save(lambda tmp: torch.export.save(program, tmp), path)
+    mark = {_PROGRAM_MARK_FILE: _mark(model, "torch_export")}
+    return _atomic_save(lambda tmp: torch.export.save(program, tmp, extra_files=mark), path, check)
 
 
 def program_input_ranges(program: Any) -> list[tuple[int, int | None]]:
@@ -341,3 +446,62 @@ def verify_program(path: str | os.PathLike, model: nn.Module,
                                      not fixed_spatial)
     model = copy.deepcopy(model).float().eval()
     return {**_compare(program.module(), model, inputs), "input_ranges": ranges}
+
+
+def export_verified(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx",
+                    example_input: torch.Tensor | Sequence[int] | None = None, *, dynamic_batch: bool = True,
+                    dynamic_spatial: bool = True, opset: int | None = None, tolerance: float = 1e-3,
+                    force: bool = False) -> dict[str, Any]:
+    """Export, verify the written file against ``model`` before it replaces anything, then rename.
+
+    The file is run (ONNX Runtime, or ``torch.export.load``) at the batch and spatial sizes of
+    :func:`verify_onnx` / :func:`verify_program`; if it fails to run, gives another output shape,
+    or differs from the PyTorch model by more than ``tolerance`` relative to the output's scale,
+    nothing is renamed and ``path`` keeps what it held.
+
+    Args:
+        model: the classifier; copied, not changed.
+        path: the file to write.
+        fmt: "onnx" or "torch_export".
+        example_input: as in :func:`export_onnx`.
+        dynamic_batch, dynamic_spatial, opset: as in :func:`export_onnx` (opset: ONNX only).
+        tolerance: largest accepted ``max |export - torch| / max |torch|``.
+        force: replace an existing file that is not a convnet export.
+
+    Returns:
+        the verification report (:func:`verify_onnx`'s keys, plus ``input_ranges`` for
+        torch.export) with ``path`` and ``format``.
+
+    Raises:
+        ExportVerificationError: the written file failed verification (``path`` untouched).
+        ExportTargetError, MissingDependencyError, ValueError: as in :func:`export_onnx`.
+    """
+    if fmt not in ("onnx", "torch_export"):
+        raise ValueError(f"export format must be 'onnx' or 'torch_export', got {fmt!r}")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+    if fmt == "onnx":
+        require(*ONNX_PACKAGES)  # before the export's minutes, not after
+    path = Path(path)
+    x = _example(model, example_input)
+    report: dict[str, Any] = {}
+
+    def verify(tmp: Path) -> None:
+        try:
+            result = verify_onnx(tmp, model, x) if fmt == "onnx" else verify_program(tmp, model, x)
+        except MissingDependencyError:
+            raise
+        except Exception as e:  # ORT or the program rejects an input, or another output shape
+            raise ExportVerificationError(f"{path}: the exported file failed verification, left unchanged: "
+                                          f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
+        if not result["max_rel_err"] <= tolerance:
+            raise ExportVerificationError(f"{path}: the exported file differs from the PyTorch model by "
+                                          f"{result['max_rel_err']:.2e} (relative), above the tolerance "
+                                          f"{tolerance:g}; left unchanged")
+        report.update(result)
+
+    if fmt == "onnx":
+        export_onnx(model, path, x, dynamic_batch, dynamic_spatial, opset, check=verify, force=force)
+    else:
+        export_program(model, path, x, dynamic_batch, dynamic_spatial, check=verify, force=force)
+    return {"path": str(path), "format": fmt, **report}
