@@ -53,19 +53,35 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tmp_path):
     """A real training process is killed with SIGKILL in the middle of an epoch; `convnet train
     <same args> --out DIR --resume` ends with the same model.safetensors as a run never killed.
     The negative control resumes the same crash without restoring the RNG states and must differ."""
+    # 40 optimiser steps per epoch; a checkpoint at step 14 or 21 is mid-epoch 1.
+    _sigkill_then_resume(tmp_path, RESUME_ARGS, steps_per_epoch=40, first_mid=14)
+
+
+def test_sigkill_mid_epoch_with_loader_workers_then_resume_is_bitwise_equal(tmp_path):
+    """The same with a folder streamed from disk by two DataLoader worker processes: the order,
+    the position in the epoch and the workers' seeds are restored."""
+    from test_streaming import make_folder
+
+    root = make_folder(tmp_path / "folder", per_class=60)  # 126 training images: 16 steps of 8
+    args = ("epochs=3", "checkpoint_every=5", "keep_checkpoints=100", "augment.hflip=0.5", "augment.erase=0.5",
+            "augment.mixup=0.2", "optim.ema_decay=0.9", f"data.name=folder:{root}", "data.stream=disk",
+            "data.workers=2", "data.image_size=32", "data.batch_size=8", "model.name=lenet5_modern")
+    _sigkill_then_resume(tmp_path, args, steps_per_epoch=16, first_mid=5)
+
+
+def _sigkill_then_resume(tmp_path, run_args, steps_per_epoch, first_mid):
     straight = tmp_path / "straight"
-    Trainer(_cfg(straight, *RESUME_ARGS), progress=False).fit()
+    Trainer(_cfg(straight, *run_args), progress=False).fit()
 
     crashed = tmp_path / "crashed"
-    args = ["train", "--no-progress", "--out", str(crashed), "report=false", "device=cpu", *RESUME_ARGS]
+    args = ["train", "--no-progress", "--out", str(crashed), "report=false", "device=cpu", *run_args]
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_subenv(), cwd=tmp_path)
     ckdir = crashed / "checkpoints"
     deadline = time.time() + 120
     mid_epoch = None
     while time.time() < deadline and proc.poll() is None:
         names = sorted(p.name for p in ckdir.iterdir() if p.name.startswith("step_")) if ckdir.is_dir() else []
-        # 40 optimiser steps per epoch; a checkpoint at step 14 or 21 is mid-epoch 1.
-        mid = [n for n in names if int(n.split("_")[1]) % 40 and int(n.split("_")[1]) >= 14]
+        mid = [n for n in names if int(n.split("_")[1]) % steps_per_epoch and int(n.split("_")[1]) >= first_mid]
         if mid:
             mid_epoch = mid[0]
             proc.send_signal(signal.SIGKILL)
@@ -83,7 +99,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tmp_path):
     rows = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
-    cfg = _cfg(control, *RESUME_ARGS)
+    cfg = _cfg(control, *run_args)
     Trainer(cfg, resume=True, progress=False, restore_rng=False).fit()
     assert not _same_file(straight / "model.safetensors", control / "model.safetensors")
 

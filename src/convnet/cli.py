@@ -111,7 +111,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             sample = task.load_input(path, run_cfg, invert=args.invert)
             batch = task.collate([sample])
             with torch.no_grad():
-                prediction = task.postprocess(model(task.model_inputs(batch)), batch)[0]
+                prediction = task.postprocess(task.forward(model, batch), batch)[0]
             written = task.write_prediction(prediction, sample, out_dir, run_cfg) if out_dir else []
         except (ValueError, OSError) as e:  # this input only: the rest are still predicted
             failed += 1

@@ -173,7 +173,10 @@ def _stream_or_memory(samples: ImageFileSamples, options: DataOptions, what: str
         return samples, {}
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(samples, batch_size=64, num_workers=options.workers, collate_fn=list)
+    # A generator of its own: the loader's seed must not come from (and move) the global RNG
+    # that initialises the model next.
+    loader = DataLoader(samples, batch_size=64, num_workers=options.workers, collate_fn=list,
+                        generator=torch.Generator().manual_seed(options.seed))
     inputs, labels, bad, converted = [], [], [], []
     for chunk in loader:
         for s in chunk:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .readers import DataFormatError, load_image
+from .readers import _LUMA_WEIGHTS, DataFormatError, load_image
 from .transforms import Preprocess
 
 Sample = dict[str, Any]
@@ -192,29 +192,15 @@ def read_image(path: str, mode: str, max_pixels: int = 0, size: Sequence[int] | 
                ) -> tuple[torch.Tensor, int]:
     """Decode ``path`` as ``mode`` ("L" or "RGB"); returns the image and its native channel count.
 
-    The keyword arguments of :func:`readers.load_image` that refuse oversized images and decode
-    JPEGs at reduced size are passed where the reader has them."""
-    image = load_image(path, None, **_reader_options(max_pixels, size))
+    :func:`readers.load_image` refuses special files and images over ``max_pixels`` (0: no cap)
+    before decoding, and decodes a JPEG much larger than ``size`` at reduced size."""
+    image = load_image(path, None, max_pixels=max_pixels or None, target_size=tuple(size) if size else None)
     native = image.shape[0]
     if mode == "L" and native == 3:
-        from .readers import _LUMA_WEIGHTS
-
         image = torch.tensordot(torch.from_numpy(_LUMA_WEIGHTS), image, dims=([0], [0])).unsqueeze(0)
     elif mode == "RGB" and native == 1:
         image = image.expand(3, *image.shape[1:])
     return image, native
-
-
-def _reader_options(max_pixels: int, size: Sequence[int] | None) -> dict[str, Any]:
-    import inspect
-
-    params = inspect.signature(load_image).parameters
-    options: dict[str, Any] = {}
-    if "max_pixels" in params:
-        options["max_pixels"] = max_pixels or None
-    if "target_size" in params and size is not None:
-        options["target_size"] = tuple(size)
-    return options
 
 
 class Collate:

@@ -87,9 +87,10 @@ class Task(abc.ABC):
         """The training batch's augmentation on the device (None: none)."""
         return None
 
-    def model_inputs(self, batch: Batch) -> Any:
-        """What the model is called with (the input tensor; detectors also take targets)."""
-        return batch["input"]
+    def forward(self, model: nn.Module, batch: Batch) -> Any:
+        """Run ``model`` on a batch: ``model(batch["input"])`` by default; a detector in training
+        mode also takes the targets (and returns its losses)."""
+        return model(batch["input"])
 
     # ------------------------------------------------------------------ learning
     @abc.abstractmethod

@@ -44,6 +44,7 @@ class DataConfig:
     memory_limit_mb: int = 2048  # "auto" streams a data set whose preprocessed tensors would exceed this
     max_bad_fraction: float = 0.01  # streamed files that fail to decode are skipped up to this fraction
     max_pixels: int = 89_478_485  # images with more pixels are refused before decoding (Pillow's bomb limit)
+    channels: int = 0  # 1 (gray) or 3 (RGB) for image folders; 0: the files' majority decides
     image_size: int = 0  # 0: the data set's default (32 for the digits)
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -53,7 +54,7 @@ class DataConfig:
 
     RANGES: ClassVar[dict[str, str]] = {
         "batch_size": "[1, inf)", "workers": "[0, inf)", "memory_limit_mb": "[0, inf)",
-        "max_bad_fraction": "[0, 1]", "max_pixels": "[0, inf)", "image_size": "[0, inf)",
+        "max_bad_fraction": "[0, 1]", "max_pixels": "[0, inf)", "channels": "[0, 3]", "image_size": "[0, inf)",
         "val_fraction": "[0, 1)", "test_fraction": "[0, 1)",
         "split_seed": _SEED_RANGE, "train_per_class": "[0, inf)",
     }
@@ -135,9 +136,9 @@ class DistillConfig:
 
 @dataclass
 class TaskConfig:
-    """What the model is trained to do (convnet.tasks): its name and the task's own options,
-    e.g. ``task.name=segment task.options.loss=dice_ce``."""
-    name: str = "classify"
+    """What the model is trained to do (convnet.tasks): its name ("auto": the task the model is
+    registered for) and the task's own options, e.g. ``task.name=segment task.options.loss=dice_ce``."""
+    name: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
 
 

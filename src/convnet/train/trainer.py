@@ -134,7 +134,7 @@ def evaluate(task: Task, model: nn.Module, split: Any, device: torch.device, bat
         if batch_size_of(batch) == 0:
             continue
         batch = to_device(batch, device, non_blocking=True)
-        metric.update(model(task.model_inputs(batch)), batch)
+        metric.update(task.forward(model, batch), batch)
     model.train(was_training)
     return metric, metric.result()
 
@@ -358,10 +358,9 @@ class Trainer:
 
     def _forward_loss(self, batch: Batch) -> tuple[Any, torch.Tensor, dict[str, float]]:
         dtype = _AUTOCAST.get(self.cfg.precision)
-        inputs = self.task.model_inputs(batch)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             try:
-                outputs = self.train_model(inputs)
+                outputs = self.task.forward(self.train_model, batch)
             except Exception as e:  # inductor needs a C++ compiler; train eagerly without one
                 if not self.compiled:
                     raise
@@ -369,10 +368,10 @@ class Trainer:
                               "training eagerly", stacklevel=2)
                 self.train_model = self.train_model._orig_mod
                 self.compiled = False
-                outputs = self.train_model(inputs)
+                outputs = self.task.forward(self.train_model, batch)
         if self.teacher is not None:
             with torch.no_grad():
-                batch = {**batch, "teacher_outputs": self.teacher(inputs)}
+                batch = {**batch, "teacher_outputs": self.task.forward(self.teacher, batch)}
         loss, parts = self.task.loss(outputs, batch)
         return outputs, loss, parts
 
@@ -476,7 +475,7 @@ class Trainer:
             batch = to_device(batch, self.device, non_blocking=True)
             if self.augment is not None and self.augment.enabled:
                 batch = self.augment(batch, augment_generator)
-            if size is not None and tuple(batch["input"].shape[2:]) != size:
+            if size is not None and isinstance(batch["input"], torch.Tensor) and tuple(batch["input"].shape[2:]) != size:
                 x = batch["input"]
                 batch["input"] = F.interpolate(x, size=size, mode=L.linear_mode(x.ndim - 2), align_corners=False)
             if global_batches:
@@ -487,7 +486,7 @@ class Trainer:
             else:
                 global_n = self._sum_ranks(local_n)
             k = batch_size_of(batch)
-            if self.memory_format is not None:
+            if self.memory_format is not None and isinstance(batch["input"], torch.Tensor):
                 batch["input"] = batch["input"].contiguous(memory_format=self.memory_format)
             group_start = (b // accumulate) * accumulate
             group = min(accumulate, self.batches_per_epoch - group_start)
