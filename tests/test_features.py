@@ -12,9 +12,7 @@ from convnet.models._dilate import dilate
 from convnet.models._features import FeatureExtractor
 from convnet.weights import load_state
 
-# Inception-v3's tiny model still takes ~7 s at the two sizes this test needs on 2 cores.
-_SLOW = {"inception_v3"}
-CLASSIFIERS = [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in list_models(task="classify")]
+CLASSIFIERS = list_models(task="classify")
 
 
 def _sizes(name: str, info: list[FeatureInfo]) -> tuple[int, int]:
@@ -87,6 +85,19 @@ def test_untraceable_family_falls_back_to_hooks():
     out = extractor(torch.randn(2, 2, 32, 32))
     assert out[0].shape == (2, model.feature_info[0].channels, 4, 4)
     assert not any(k.startswith("body.head.fc") for k in extractor.state_dict())  # head dropped
+
+
+def test_weights_come_from_a_classifier_of_the_same_architecture():
+    """A pretrained classifier's weights go into an encoder by name (head and unused stages left out)."""
+    extractor = FeatureExtractor(tiny_model("resnet18"), out_indices=(0, 1, 2))
+    pretrained = tiny_model("resnet18")
+    with torch.no_grad():
+        for p in pretrained.parameters():
+            p.add_(1.0)
+    extractor.load_from_classifier(pretrained)
+    torch.testing.assert_close(extractor.body.stem.conv.conv.weight, pretrained.stem.conv.conv.weight)
+    with pytest.raises(ValueError, match="does not fit this feature extractor: missing"):
+        extractor.load_from_classifier(tiny_model("vgg11"))
 
 
 def test_bad_arguments_are_named():

@@ -1,7 +1,10 @@
 """Model families and the registry."""
 from . import _families  # noqa: F401  (registers every family)
 from ._base import ClassifierHead, ConvNetClassifier, FeatureInfo, LayerwiseLearner
+from ._dilate import dilate
+from ._features import FeatureExtractor
 from ._inflate import inflate
+from ._segmentation import SegmentationModel
 from .efficientnet import compound_scale
 from ._registry import (
     ModelEntry,
@@ -13,5 +16,6 @@ from ._registry import (
     register,
 )
 
-__all__ = ["ClassifierHead", "ConvNetClassifier", "FeatureInfo", "LayerwiseLearner", "ModelEntry", "count_parameters",
-           "compound_scale", "create_model", "get_entry", "inflate", "list_models", "model_info", "register"]
+__all__ = ["ClassifierHead", "ConvNetClassifier", "FeatureExtractor", "FeatureInfo", "LayerwiseLearner", "ModelEntry",
+           "SegmentationModel", "count_parameters", "compound_scale", "create_model", "dilate", "get_entry", "inflate",
+           "list_models", "model_info", "register"]

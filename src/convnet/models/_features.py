@@ -158,6 +158,26 @@ class FeatureExtractor(nn.Module):
                 modules[name].register_forward_hook(_record_output)
         self.feature_info = [FeatureInfo(f.channels, f.reduction, f"body.{f.module}") for f in feature_info]
 
+    def load_from_classifier(self, classifier: nn.Module) -> FeatureExtractor:
+        """Copy the weights of a classifier of the same architecture (e.g. one loaded with
+        ``convnet.load_pretrained`` from an ImageNet checkpoint) into the extractor: its layers
+        keep the classifier's names, so every tensor the extractor holds is found by name and the
+        classifier's unused layers (head, later stages) are left out.
+
+        Raises:
+            ValueError: a tensor the extractor needs is missing, or has another shape.
+        """
+        theirs = classifier.state_dict()
+        ours = self.body.state_dict()
+        missing = sorted(k for k in ours if k not in theirs)
+        shapes = [f"{k}: {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
+                  if k in theirs and theirs[k].shape != v.shape]
+        if missing or shapes:
+            raise ValueError(f"{type(classifier).__name__} does not fit this feature extractor: "
+                             f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}; shape mismatches {shapes[:5]}")
+        self.body.load_state_dict({k: theirs[k] for k in ours}, strict=True)
+        return self
+
     @property
     def channels(self) -> list[int]:
         return [f.channels for f in self.feature_info]
