@@ -55,6 +55,11 @@ def timm():
     return _import("timm")
 
 
+def torchvision_ops_misc():
+    """``torchvision.ops.misc`` (pure-Python layers such as FrozenBatchNorm2d), or skip."""
+    return _import("torchvision.ops.misc")
+
+
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every norm layer non-trivial statistics and affine parameters, so that a converter
     that swaps or drops them cannot pass unnoticed."""

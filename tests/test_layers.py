@@ -860,3 +860,98 @@ def test_depthwise_separable_and_layer_scale():
     assert block(torch.randn(1, 8, 8, 8)).shape == (1, 16, 4, 4)
     scale = L.LayerScale(4, 0.5)
     torch.testing.assert_close(scale(torch.ones(2, 4, 3)), torch.full((2, 4, 3), 0.5))
+
+
+# ----------------------------------------------------------------------------------------------
+# registries, frozen batch norm, the shared pieces of the families
+# ----------------------------------------------------------------------------------------------
+
+
+def test_norm_and_pool_registries_are_open():
+    """A decorated factory makes a new name work wherever norms and pools are chosen by name,
+    and the error text for an unknown name is generated from the registries."""
+
+    @L.register_norm("test_scale")
+    def _scale(spatial_dims, channels, value=2.0):
+        return L.LayerScale(channels, value)
+
+    @L.register_pool("test_first")
+    def _first(spatial_dims, kernel_size, stride, padding, ceil_mode, channels):
+        return L.avg_pool(spatial_dims, kernel_size, stride)
+
+    try:
+        block = L.ConvNormAct(2, 3, 4, 3, norm_layer="test_scale", act_layer=None)
+        assert isinstance(block.norm, L.LayerScale) and block.conv.bias is None  # a norm follows: no conv bias
+        assert L.norm("test_scale", 1, 5, value=3.0).gamma.tolist() == [3.0] * 5
+        assert type(L.pool("test_first", 3, 2)).__name__ == "AvgPool3d"
+        with pytest.raises(ValueError, match="test_scale"):
+            L.norm("nope", 2, 4)
+        with pytest.raises(ValueError, match="test_first"):
+            L.pool("nope", 2)
+        with pytest.raises(ValueError, match="already registered"):
+            L.register_norm("batch")(_scale)
+        with pytest.raises(ValueError, match="already registered"):
+            L.register_pool("max")(_first)
+    finally:
+        del L.NORMS["test_scale"], L.POOLS["test_first"]
+
+
+def test_frozen_batch_norm_matches_torchvision():
+    from oracle import torchvision_ops_misc
+
+    tv = torchvision_ops_misc().FrozenBatchNorm2d(6)
+    ours = L.norm("frozen_batch", 2, 6)
+    g = torch.Generator().manual_seed(0)
+    for key in ("weight", "bias", "running_mean"):
+        getattr(tv, key).copy_(torch.randn(6, generator=g))
+    tv.running_var.copy_(torch.rand(6, generator=g) + 0.1)
+    # torchvision's state dict (its layout: four buffers) loads into ours unchanged.
+    assert list(ours.state_dict()) == list(tv.state_dict()) == ["weight", "bias", "running_mean", "running_var"]
+    ours.load_state_dict(tv.state_dict())
+    x = torch.randn(3, 6, 5, 4, generator=g)
+    torch.testing.assert_close(ours.train()(x), tv.train()(x))  # frozen in training too
+    assert ours.eps == tv.eps == 1e-5 and not list(ours.parameters())
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_frozen_batch_norm_is_inference_batch_norm_in_any_dimension(d):
+    bn = L.norm("batch", d, 4)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.copy_(torch.randn(4, generator=g))
+        bn.running_var.copy_(torch.rand(4, generator=g) + 0.5)
+    frozen = L.norm("frozen_batch", d, 4)
+    frozen.load_state_dict(bn.state_dict())  # num_batches_tracked is dropped, not unexpected
+    x = torch.randn(2, 4, *(5,) * d, generator=g)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    torch.testing.assert_close(frozen.train()(x), bn.eval()(x))
+    assert all(torch.equal(v, frozen.state_dict()[k]) for k, v in before.items())  # no statistics update
+
+
+def test_same_padding_is_tensorflows_rule():
+    for sizes, kernel, stride, dilation in [((7, 8), (3, 3), (2, 2), (1, 1)), ((9,), (4,), (3,), (2,)),
+                                            ((5, 6, 7), (3, 1, 5), (1, 2, 3), (1, 1, 1))]:
+        assert L.same_padding(sizes, kernel, stride, dilation) == tf_same_pads(sizes, kernel, stride, dilation)
+    assert L.same_padding((7, 8), (3, 3), (2, 2)) == tf_same_pads((7, 8), (3, 3), (2, 2), (1, 1))
+
+
+def test_conv_types_are_what_conv_builds():
+    assert L.CONV_TYPES == tuple(L.conv_class(d) for d in DIMS)
+    assert all(isinstance(L.conv(d, 1, 1, 3), L.CONV_TYPES) for d in DIMS)
+
+
+def test_drop_path_rates_grow_linearly():
+    assert L.drop_path_rates(5, 0.2) == [0.2 * i / 4 for i in range(5)]  # ends at the rate
+    assert L.drop_path_rates(4, 0.2, endpoint=False) == [0.2 * i / 4 for i in range(4)]  # torchvision's EfficientNet
+    assert L.drop_path_rates(1, 0.3) == [0.0]
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_resnet_stem_reduces_by_four(d):
+    stem = L.resnet_stem(d, 3, 8)
+    assert list(dict(stem.named_children())) == ["conv", "pool"] and isinstance(stem.conv, L.ConvNormAct)
+    assert stem.conv.conv.kernel_size == (7,) * d and stem.conv.conv.stride == (2,) * d
+    assert stem(torch.randn(1, 3, *(32,) * d)).shape == (1, 8, *(8,) * d)
+    bare = L.resnet_stem(d, 3, 8, pre_activation=True).conv
+    assert type(bare) is L.conv_class(d) and bare.bias is None

@@ -65,7 +65,8 @@ class Attention(nn.Module):
             attn = attn + bias.to(attn.dtype)
         attn = F.dropout(attn.softmax(dim=-1), self.attn_drop, self.training)
         x = attn @ v  # (B, heads, N, head_dim)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, -1)))
+        x = x.transpose(1, 2).reshape(b, n, -1)  # the heads side by side: (B, N, heads * head_dim)
+        return self.proj_drop(self.proj(x))
 
 
 class Mlp(nn.Module):
@@ -80,7 +81,10 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        x = self.act(self.fc1(x))  # (B, N, hidden_dim)
+        x = self.drop(x)
+        x = self.fc2(x)  # (B, N, out_dim)
+        return self.drop(x)
 
 
 class TransformerBlock(nn.Module):
@@ -101,8 +105,8 @@ class TransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), bias))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.attn(self.norm1(x), bias))  # Eq. 2: x + MSA(LN(x))
+        return x + self.drop_path(self.mlp(self.norm2(x)))  # Eq. 3: x + MLP(LN(x))
 
 
 class RelativePositionBias(nn.Module):

@@ -1,6 +1,7 @@
 """Building blocks shared by the model families, all N-d."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import torch
@@ -8,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_act
-from .factory import IntOrSeq, NormLayer, Padding, conv, norm
+from .factory import IntOrSeq, Padding, conv
+from .normalization import NormLayer, norm
+from .pooling import max_pool
 
 
 class ConvNormAct(nn.Sequential):
@@ -63,7 +66,9 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean(tuple(range(2, x.ndim)), keepdim=True)  # squeeze: (B, C, 1, ...)
-        return x * self.gate(self.fc2(self.act(self.fc1(s))))
+        s = self.act(self.fc1(s))  # the bottleneck: (B, rd_channels, 1, ...)
+        s = self.gate(self.fc2(s))  # excite: a weight per channel in (0, 1)
+        return x * s
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -77,6 +82,18 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
     if keep > 0.0:  # drop_prob=1 drops every sample; dividing by 0 would give NaN
         mask.div_(keep)
     return x * mask
+
+
+def drop_path_rates(total: int, rate: float, *, endpoint: bool = True) -> list[float]:
+    """The stochastic-depth rate of each of ``total`` blocks, growing linearly with depth from 0
+    (Huang et al. 2016, §3, the "linear decay rule" p_l = l / L * p_L).
+
+    ``endpoint=True`` reaches ``rate`` at the last block (rate * i / (total - 1), as timm and
+    the ResNet, ConvNeXt and ViT references); ``endpoint=False`` stops one step short (rate * i
+    / total, torchvision's EfficientNet rule).
+    """
+    denominator = max(total - 1, 1) if endpoint else total
+    return [rate * i / denominator for i in range(total)]
 
 
 class DropPath(nn.Module):
@@ -134,3 +151,21 @@ class DropBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, block_size={self.block_size}"
+
+
+def resnet_stem(spatial_dims: int, in_channels: int, out_channels: int, *,
+                norm_layer: NormLayer = "batch", act_layer: str | Callable[..., nn.Module] | None = "relu",
+                pre_activation: bool = False) -> nn.Sequential:
+    """ResNet's ImageNet stem (He et al. 2016, Table 1: "7x7, 64, stride 2" and the "3x3 max
+    pool, stride 2" that opens conv2_x), shared by its descendants: a reduction of 4.
+
+    Children: ``conv`` (ConvNormAct; with ``pre_activation`` a bare bias-free convolution,
+    whose output the first pre-activation unit normalises, as He et al.'s Identity Mappings
+    code) and ``pool`` (3x3/2, padding 1).
+    """
+    if pre_activation:
+        stem_conv = conv(spatial_dims, in_channels, out_channels, 7, 2, bias=False)
+    else:
+        stem_conv = ConvNormAct(spatial_dims, in_channels, out_channels, 7, 2, norm_layer=norm_layer,
+                                act_layer=act_layer)
+    return nn.Sequential(OrderedDict(conv=stem_conv, pool=max_pool(spatial_dims, 3, 2, 1)))

@@ -1,8 +1,9 @@
 """The one place that picks a 1-D, 2-D or 3-D torch module by ``spatial_dims``.
 
 Every model in convnet is written once and built for signals (1-D), images (2-D) or volumes and
-clips (3-D) by passing ``spatial_dims``. The factories below resolve the dimension, and resolve
-layer choices given by name (``act_layer="gelu"``, ``norm_layer="batch"``) or as callables.
+clips (3-D) by passing ``spatial_dims``. The factories below resolve the dimension of
+convolutions, dropout and layouts; normalisations and pools chosen by name live in their own
+registries (``normalization.NORMS``, ``pooling.POOLS``), which build on the helpers here.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_act
-from .normalization import ChannelLayerNorm, GlobalResponseNorm, LocalResponseNorm
 
 SPATIAL_DIMS = (1, 2, 3)
+# Every convolution layer `conv` can return, for isinstance checks outside layers/.
+CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 IntOrSeq = int | Sequence[int]
 Padding = int | Sequence[int] | str | None
@@ -39,17 +41,34 @@ def ntuple(value: IntOrSeq, spatial_dims: int, name: str = "value") -> tuple[int
     return value
 
 
-def _pick(spatial_dims: int, classes: tuple[type, type, type]) -> type:
+def pick(spatial_dims: int, classes: tuple[type, type, type]) -> type:
+    """The 1-D, 2-D or 3-D one of ``classes`` (validating ``spatial_dims``)."""
     return classes[check_dims(spatial_dims) - 1]
 
 
 def conv_class(spatial_dims: int) -> type[nn.Module]:
-    return _pick(spatial_dims, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    return pick(spatial_dims, CONV_TYPES)
 
 
 def default_padding(kernel_size: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
     """Symmetric padding that keeps the size at stride 1 for odd kernels: d * (k - 1) // 2."""
     return tuple(d * (k - 1) // 2 for k, d in zip(kernel_size, dilation))
+
+
+def same_padding(sizes: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                 dilation: Sequence[int] | None = None) -> list[int]:
+    """TensorFlow's "same" padding for a window over axes of ``sizes``: out = ceil(in / stride).
+
+    Returns F.pad's list (last axis first, (before, after) per axis); where the total is odd the
+    far side takes the extra pixel, as TensorFlow does. The total is what makes the last window
+    end at the last pixel: (ceil(n / s) - 1) * s + d * (k - 1) + 1 - n, at least 0.
+    """
+    dilation = dilation if dilation is not None else (1,) * len(sizes)
+    pads: list[int] = []
+    for size, k, s, d in reversed(list(zip(sizes, kernel_size, stride, dilation))):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return pads
 
 
 class SameConv(nn.Module):
@@ -69,13 +88,11 @@ class SameConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        pads: list[int] = []
-        # F.pad takes the last dimension first.
-        # An inflated convolution pads its own time axis (layers.inflation.InflatedConv).
-        own_time = 1 if getattr(c, "time_pad", None) is not None else 0
-        for axis, (size, k, s, d) in reversed(list(enumerate(zip(x.shape[2:], c.kernel_size, c.stride, c.dilation)))):
-            total = 0 if axis < own_time else max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            pads += [total // 2, total - total // 2]
+        pads = same_padding(x.shape[2:], c.kernel_size, c.stride, c.dilation)
+        if getattr(c, "time_pad", None) is not None:
+            # An inflated convolution pads its own time axis (layers.inflation.InflatedConv):
+            # the first spatial axis, the last pair of F.pad's list.
+            pads[-2:] = [0, 0]
         return c(F.pad(x, pads))
 
 
@@ -134,94 +151,13 @@ def conv_transpose(
     bias: bool = True,
 ) -> nn.Module:
     """An N-d transposed convolution (learned upsampling)."""
-    cls = _pick(spatial_dims, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    cls = pick(spatial_dims, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
     return cls(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias)
-
-
-NormLayer = str | Callable[..., nn.Module] | None
-
-
-def norm(name: NormLayer, spatial_dims: int, channels: int, **kwargs) -> nn.Module:
-    """A normalisation layer over (B, C, *S) by name or callable.
-
-    Names: ``batch``, ``layer`` (over channels at each position, as ConvNeXt), ``group``
-    (``num_groups``, default 32 or fewer to divide C), ``instance``, ``local_response`` (LRN,
-    AlexNet's k=2, n=5, alpha=1e-4, beta=0.75 by default), ``grn`` (ConvNeXt V2), ``none``.
-    A callable is called as ``fn(channels, **kwargs)``.
-    """
-    if name is None or name == "none":
-        return nn.Identity()
-    if callable(name):
-        return name(channels, **kwargs)
-    if name == "batch":
-        return _pick(spatial_dims, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))(channels, **kwargs)
-    if name == "instance":
-        kwargs.setdefault("affine", True)
-        return _pick(spatial_dims, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d))(
-            channels, **kwargs
-        )
-    if name == "group":
-        groups = kwargs.pop("num_groups", 32)
-        groups = math.gcd(groups, channels)
-        return nn.GroupNorm(groups, channels, **kwargs)
-    if name == "layer":
-        return ChannelLayerNorm(channels, **kwargs)
-    if name == "local_response":
-        return LocalResponseNorm(**kwargs)
-    if name == "grn":
-        return GlobalResponseNorm(channels, **kwargs)
-    raise ValueError(
-        f"unknown norm_layer {name!r}; choose from batch, layer, group, instance, "
-        "local_response, grn, none, or pass a callable"
-    )
 
 
 def act(name: str | Callable[..., nn.Module] | None, **kwargs) -> nn.Module:
     """An activation module by name or callable (see ``activations.ACTIVATIONS``)."""
     return get_act(name, **kwargs)
-
-
-def max_pool(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None = None,
-             padding: IntOrSeq = 0, ceil_mode: bool = False) -> nn.Module:
-    cls = _pick(spatial_dims, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d))
-    return cls(kernel_size, stride, padding, ceil_mode=ceil_mode)
-
-
-def avg_pool(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None = None,
-             padding: IntOrSeq = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> nn.Module:
-    cls = _pick(spatial_dims, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d))
-    return cls(kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
-
-
-def pool(name: str, spatial_dims: int, kernel_size: IntOrSeq = 2, stride: IntOrSeq | None = None,
-         padding: IntOrSeq = 0, ceil_mode: bool = False, channels: int | None = None) -> nn.Module:
-    """A pooling layer by name: ``max``, ``avg``, ``subsample`` (LeNet's trainable one, needs
-    ``channels``), ``global_avg``, ``global_max``."""
-    if name == "max":
-        return max_pool(spatial_dims, kernel_size, stride, padding, ceil_mode)
-    if name == "avg":
-        return avg_pool(spatial_dims, kernel_size, stride, padding, ceil_mode)
-    if name in ("global_avg", "global_max"):
-        from .pooling import GlobalPool
-
-        return GlobalPool(name.removeprefix("global_"), flatten=False)
-    if name == "subsample":
-        from .pooling import TrainableSubsampling
-
-        if channels is None:
-            raise ValueError("pool('subsample') needs channels")
-        return TrainableSubsampling(spatial_dims, channels, kernel_size)
-    raise ValueError(f"unknown pool {name!r}; choose from max, avg, subsample, global_avg, global_max")
-
-
-def adaptive_avg_pool(spatial_dims: int, output_size: IntOrSeq) -> nn.Module:
-    cls = _pick(spatial_dims, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))
-    return cls(output_size)
-
-
-def adaptive_max_pool(spatial_dims: int, output_size: IntOrSeq) -> nn.Module:
-    cls = _pick(spatial_dims, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d))
-    return cls(output_size)
 
 
 def dropout(spatial_dims: int | None, p: float, channelwise: bool = False) -> nn.Module:
@@ -230,7 +166,7 @@ def dropout(spatial_dims: int | None, p: float, channelwise: bool = False) -> nn
         return nn.Identity()
     if not channelwise:
         return nn.Dropout(p)
-    return _pick(spatial_dims or 2, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))(p)
+    return pick(spatial_dims or 2, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))(p)
 
 
 def memory_format(spatial_dims: int) -> torch.memory_format | None:

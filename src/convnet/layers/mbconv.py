@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .blocks import ConvNormAct, DropPath, SqueezeExcite
-from .factory import NormLayer, norm
+from .normalization import NormLayer, norm
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -49,7 +49,9 @@ class DepthwiseSeparable(nn.Module):
         self.pointwise = ConvNormAct(spatial_dims, in_channels, out_channels, 1, norm_layer=nl, act_layer=act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.se(self.depthwise(x)))
+        x = self.depthwise(x)  # k x k per channel, strided: (B, C_in, *S / stride)
+        x = self.se(x)
+        return self.pointwise(x)  # 1x1 mixes the channels: (B, C_out, *S / stride)
 
 
 class InvertedResidual(nn.Module):
@@ -93,11 +95,20 @@ class InvertedResidual(nn.Module):
             self.project = ConvNormAct(d, mid, out_channels, 1, norm_layer=nl, act_layer=None)
         self.drop_path = DropPath(drop_path) if self.use_residual and drop_path > 0 else None
 
+    def zero_init_last(self) -> None:
+        """Start as the identity where the input is added back: the projection's norm scale at 0."""
+        if getattr(self.project.norm, "weight", None) is not None:
+            nn.init.zeros_(self.project.norm.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
-        for unit in (self.expand, self.depthwise, self.se, self.project):
-            if unit is not None:
-                out = unit(out)
+        if self.expand is not None:
+            out = self.expand(out)  # 1x1 up to the expanded width (Fused-MBConv: k x k, strided)
+        if self.depthwise is not None:
+            out = self.depthwise(out)  # k x k depthwise, strided: (B, mid, *S / stride)
+        if self.se is not None:
+            out = self.se(out)
+        out = self.project(out)  # 1x1 down, no activation: the linear bottleneck
         if not self.use_residual:
             return out
         if self.drop_path is not None:

@@ -1,13 +1,79 @@
-"""Pooling layers beyond torch's: global pooling in any dimension, LeNet's subsampling."""
+"""Pooling by name (the ``POOLS`` registry behind :func:`pool`), the N-d pool factories, and
+pools beyond torch's: global pooling in any dimension, LeNet's subsampling, TensorFlow's "same"
+pooling.
+
+A pool is registered once with the factory that builds it; :func:`pool` and its error text read
+the registry. A factory takes ``(spatial_dims, kernel_size, stride, padding, ceil_mode,
+channels)`` and ignores what it does not use::
+
+    @register_pool("my_pool")
+    def _my_pool(spatial_dims, kernel_size, stride, padding, ceil_mode, channels) -> nn.Module:
+        return MyPool(spatial_dims, kernel_size)
+"""
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .factory import avg_pool, ntuple, pool
+from .factory import IntOrSeq, ntuple, pick, same_padding
+
+PoolFactory = Callable[..., nn.Module]
+POOLS: dict[str, PoolFactory] = {}
+
+
+def register_pool(name: str) -> Callable[[PoolFactory], PoolFactory]:
+    """Decorator: make ``fn(spatial_dims, kernel_size, stride, padding, ceil_mode, channels)``
+    the pool ``name``.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+    def add(fn: PoolFactory) -> PoolFactory:
+        if name in POOLS:
+            raise ValueError(f"pool {name!r} is already registered ({POOLS[name].__qualname__})")
+        POOLS[name] = fn
+        return fn
+    return add
+
+
+def pool(name: str, spatial_dims: int, kernel_size: IntOrSeq = 2, stride: IntOrSeq | None = None,
+         padding: IntOrSeq = 0, ceil_mode: bool = False, channels: int | None = None) -> nn.Module:
+    """A pooling layer by name (a key of ``POOLS``): ``max``, ``avg``, ``subsample`` (LeNet's
+    trainable one, needs ``channels``), ``global_avg``, ``global_max``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the registered ones).
+    """
+    try:
+        factory = POOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown pool {name!r}; choose from {', '.join(POOLS)}") from None
+    return factory(spatial_dims, kernel_size, stride, padding, ceil_mode, channels)
+
+
+def max_pool(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None = None,
+             padding: IntOrSeq = 0, ceil_mode: bool = False) -> nn.Module:
+    cls = pick(spatial_dims, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d))
+    return cls(kernel_size, stride, padding, ceil_mode=ceil_mode)
+
+
+def avg_pool(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None = None,
+             padding: IntOrSeq = 0, ceil_mode: bool = False, count_include_pad: bool = True) -> nn.Module:
+    cls = pick(spatial_dims, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d))
+    return cls(kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+
+
+def adaptive_avg_pool(spatial_dims: int, output_size: IntOrSeq) -> nn.Module:
+    cls = pick(spatial_dims, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))
+    return cls(output_size)
+
+
+def adaptive_max_pool(spatial_dims: int, output_size: IntOrSeq) -> nn.Module:
+    cls = pick(spatial_dims, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d))
+    return cls(output_size)
 
 
 class GlobalPool(nn.Module):
@@ -75,12 +141,42 @@ class SamePool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = x.ndim - 2
-        kernel, stride = ntuple(self.pool.kernel_size, d), ntuple(self.pool.stride, d)
-        pads: list[int] = []
-        for size, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):  # F.pad: last axis first
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
+        pads = same_padding(x.shape[2:], ntuple(self.pool.kernel_size, d), ntuple(self.pool.stride, d))
         out = self.pool(F.pad(x, pads, value=self.fill))
         if self.real_only:  # divide by the share of real inputs in each window
             out = out / self.pool(F.pad(torch.ones_like(x[:1, :1]), pads))
         return out
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+@register_pool("max")
+def _max(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None, padding: IntOrSeq,
+         ceil_mode: bool, channels: int | None) -> nn.Module:
+    return max_pool(spatial_dims, kernel_size, stride, padding, ceil_mode)
+
+
+@register_pool("avg")
+def _avg(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None, padding: IntOrSeq,
+         ceil_mode: bool, channels: int | None) -> nn.Module:
+    return avg_pool(spatial_dims, kernel_size, stride, padding, ceil_mode)
+
+
+@register_pool("subsample")
+def _subsample(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None, padding: IntOrSeq,
+               ceil_mode: bool, channels: int | None) -> nn.Module:
+    if channels is None:  # a coefficient and a bias per map
+        raise ValueError("pool('subsample') needs channels")
+    return TrainableSubsampling(spatial_dims, channels, kernel_size)
+
+
+@register_pool("global_avg")
+def _global_avg(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None, padding: IntOrSeq,
+                ceil_mode: bool, channels: int | None) -> nn.Module:
+    return GlobalPool("avg", flatten=False)
+
+
+@register_pool("global_max")
+def _global_max(spatial_dims: int, kernel_size: IntOrSeq, stride: IntOrSeq | None, padding: IntOrSeq,
+                ceil_mode: bool, channels: int | None) -> nn.Module:
+    return GlobalPool("max", flatten=False)
