@@ -7,14 +7,8 @@ from torch import nn
 
 from conftest import input_size, tiny_model
 from convnet import layers as L
-from convnet.analysis.receptive_field import (
-    RF,
-    UnknownGeometry,
-    clipped_extent,
-    measure_receptive_field,
-    receptive_field,
-    receptive_fields,
-)
+from convnet.analysis.receptive_field import RF, UnknownGeometry, receptive_field, receptive_fields
+from convnet.analysis.rf_measurement import clipped_extent, measure_receptive_field
 from convnet.models import create_model, get_entry, list_models
 
 # Models whose geometry cannot be computed: none today. (The neocognitron's V-cell inhibition is

@@ -13,13 +13,8 @@ from .formulas import (
     separable_conv_cost,
     stacked_receptive_field,
 )
-from .receptive_field import (
-    RF,
-    UnknownGeometry,
-    measure_receptive_field,
-    receptive_field,
-    receptive_fields,
-)
+from .receptive_field import RF, UnknownGeometry, receptive_field, receptive_fields
+from .rf_measurement import measure_receptive_field
 from .summary import LayerRow, ModelSummary, summary
 
 __all__ = ["RF", "CAMResult", "ERFResult", "EquivarianceReport", "InputSizeInfo", "LayerRow", "ModelSummary",

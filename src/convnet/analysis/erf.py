@@ -162,10 +162,9 @@ def smallest_region_share(energy: np.ndarray, fraction: float = 0.95) -> int:
 def _theoretical_rf(model: nn.Module, input_size: tuple[int, ...], out_spatial: tuple[int, ...],
                     extent: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
     """The centre unit's theoretical field clipped to the input, per axis, and where it is from."""
-    try:  # the analytic computation, where analysis.receptive_field provides it
-        from .receptive_field import clipped_extent, receptive_field
-    except ImportError:
-        return extent, "gradient-extent"
+    from .receptive_field import receptive_field
+    from .rf_measurement import clipped_extent
+
     try:
         rf = receptive_field(model, input_size)
         box = clipped_extent(rf, out_spatial, input_size[1:])

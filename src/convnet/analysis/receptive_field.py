@@ -22,12 +22,16 @@ size is then the input's extent. Operations with no geometric meaning here (tran
 convolutions, interpolation, space-to-depth, concatenation along a spatial axis) make the
 geometry *unknown*: such layers are left out of :func:`receptive_fields` and
 :func:`receptive_field` raises, naming the operation.
+
+The rules are a table from ATen op to handler (``_RULES``, filled by ``@_rule(op, ...)``), the
+way torch's decomposition tables are written; an op without an entry is a pointwise op (ATen's
+``pointwise`` tag: the union of its operands' fields) or loses the geometry. The independent
+measurement the rules are checked against is :mod:`convnet.analysis.rf_measurement`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -211,42 +215,52 @@ def _norm_dim(d: int, nd: int) -> int:
     return d + nd if d < 0 else d
 
 
-_POOLS = {
-    aten.max_pool1d.default: 1, aten.max_pool2d.default: 2, aten.max_pool3d.default: 3,
-    aten.max_pool1d_with_indices.default: 1, aten.max_pool2d_with_indices.default: 2,
-    aten.max_pool3d_with_indices.default: 3, aten.avg_pool1d.default: 1, aten.avg_pool2d.default: 2,
-    aten.avg_pool3d.default: 3,
-}
-_ADAPTIVE = {
-    aten._adaptive_avg_pool2d.default: 2, aten._adaptive_avg_pool3d.default: 3,
-    aten.adaptive_max_pool2d.default: 2, aten.adaptive_max_pool3d.default: 3,
-    aten.adaptive_avg_pool1d.default: 1, aten.adaptive_max_pool1d.default: 1,
-}
-_PADS = {
-    aten.constant_pad_nd.default, aten.reflection_pad1d.default, aten.reflection_pad2d.default,
-    aten.reflection_pad3d.default, aten.replication_pad1d.default, aten.replication_pad2d.default,
-    aten.replication_pad3d.default,
-}
-# (position of the dim argument, position of keepdim); dim None or [] means every dim.
-_REDUCTIONS = {
-    aten.mean.dim: (1, 2), aten.sum.dim_IntList: (1, 2), aten.amax.default: (1, 2),
-    aten.amin.default: (1, 2), aten.mean.default: (None, None), aten.sum.default: (None, None),
-    aten.linalg_vector_norm.default: (2, 3), aten.var.correction: (1, None), aten.std.correction: (1, None),
-    aten.var_mean.correction: (1, None), aten.logsumexp.default: (1, 2), aten.max.dim: (1, 2),
-    aten.min.dim: (1, 2), aten.prod.dim_int: (1, 2), aten.norm.ScalarOpt_dim: (2, 3), aten.max.default: (None, None),
-}
-_SAME_SHAPE = {  # outputs shaped as the first tensor argument, geometry unchanged
-    aten.clone.default, aten.detach.default, aten.alias.default, aten._to_copy.default, aten.lift_fresh.default,
-    aten.native_dropout.default, aten.contiguous.default, aten.copy.default, aten.fill.Scalar,
-    aten.zero_.default, aten._softmax.default, aten._log_softmax.default,
-    # Activations ATen does not tag pointwise (MobileNetV3's h-swish and hard sigmoid).
-    aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default, aten.hardsigmoid_.default,
-}
 _CONSTANT = {  # new tensors that depend on no input value
     aten.ones_like.default, aten.zeros_like.default, aten.empty_like.default, aten.full_like.default,
     aten.new_zeros.default, aten.new_ones.default, aten.new_empty.default, aten.new_full.default,
     aten.rand_like.default, aten.randn_like.default, aten.bernoulli.p, aten.bernoulli.default,
 }
+
+
+@dataclass
+class _Call:
+    """One ATen call as a rule sees it: its arguments by schema name (defaults filled in, so no
+    rule counts positions), the raw arguments, and the (first) output."""
+
+    func: Any
+    args: tuple
+    kwargs: dict
+    out: torch.Tensor
+    a: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for i, arg in enumerate(self.func._schema.arguments):
+            if i < len(self.args) and not arg.kwarg_only:
+                self.a[arg.name] = self.args[i]
+            elif arg.name in self.kwargs:
+                self.a[arg.name] = self.kwargs[arg.name]
+            else:
+                self.a[arg.name] = arg.default_value if arg.has_default_value() else None
+
+    @property
+    def name(self) -> str:
+        return str(self.func)
+
+
+# The receptive-field rules: ATen op -> handler(mode, call) returning the output's _Geo. Adding an
+# op is adding one entry (``@_rule(op)`` on a handler, or the op to an existing handler's list).
+Rule = Callable[["_GeometryMode", _Call], "_Geo"]
+_RULES: dict[Any, Rule] = {}
+
+
+def _rule(*ops: Any) -> Callable[[Rule], Rule]:
+    def add(fn: Rule) -> Rule:
+        for op in ops:
+            if op in _RULES:
+                raise ValueError(f"{op} already has the receptive-field rule {_RULES[op].__name__}")
+            _RULES[op] = fn
+        return fn
+    return add
 
 
 class _GeometryMode(TorchDispatchMode):
@@ -278,157 +292,21 @@ class _GeometryMode(TorchDispatchMode):
                     self.geo[o] = _Geo([((None, n),) for n in o.shape], g.axes)
         return out
 
-    # The rules. Each returns the _Geo of the (first) output.
     def rule(self, func, args, kwargs, out) -> _Geo:
-        first = out[0] if isinstance(out, (tuple, list)) else out
-        name = str(func)
-        g0 = self.get(args[0]) if args else None
-        if func is aten.convolution.default:
-            x, w, _b, stride, padding, dilation, transposed = args[:7]
-            if g0 is None:  # the input is a constant, the weight carries geometry: give up
-                return _lose_all([self.get(w)], name, first.ndim)
-            if transposed:
-                return self._spatial_lost(g0, 2, name, first)
-            return self._window(g0, x, first, w.shape[2:], stride, padding, dilation, name)
-        if func in _POOLS:
-            n = _POOLS[func]
-            a = list(args) + [None] * 6
-            kernel = a[1]
-            stride = a[2] or kernel
-            padding = a[3] if a[3] is not None else 0
-            dilation = a[4] if (func in (aten.max_pool1d.default, aten.max_pool2d.default,
-                                         aten.max_pool3d.default) or "with_indices" in name) and a[4] is not None else 1
-            return self._window(g0, args[0], first, _tup(kernel, n), _tup(stride, n), _tup(padding, n),
-                                _tup(dilation, n), name)
-        if func in _ADAPTIVE:
-            n = _ADAPTIVE[func]
-            x = args[0]
-            geo = _Geo(list(g0.dims), dict(g0.axes))
-            for i in range(n):
-                dim = x.ndim - n + i
-                size_in, size_out = x.shape[dim], first.shape[dim]
-                self._apply_window(geo, dim, size_in, size_out, name)
-            geo.dims = [geo.dims[i] if i < x.ndim - n else ((geo.axis_of(i), first.shape[i]),)
-                        if geo.axis_of(i) is not None else ((None, first.shape[i]),) for i in range(x.ndim)]
-            return geo
-        if func in _PADS:
-            x, pad = args[0], args[1]
-            geo = _Geo(list(g0.dims), dict(g0.axes))
-            for k in range(len(pad) // 2):
-                dim = x.ndim - 1 - k
-                a = g0.axis_of(dim)
-                if a is not None:
-                    geo.axes[a] = geo.axes[a].conv(1, 1, pad[2 * k])
-                    geo.dims[dim] = ((a, first.shape[dim]),)
-                elif g0.axes_in(dim):
-                    return self._spatial_lost(g0, 0, name, first)
-                else:
-                    geo.dims[dim] = ((None, first.shape[dim]),)
-            return geo
-        if func in _REDUCTIONS:
-            return self._reduce(func, args, kwargs, first)
-        if func in (aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
-                    aten._native_batch_norm_legit_functional.default):
-            training = args[5] if func is aten.native_batch_norm.default or len(args) < 8 else args[5]
-            if training and not self.ignore_global:
-                return self._whole(g0, range(2, args[0].ndim))
-            return g0
-        if func is aten._native_batch_norm_legit_no_training.default:
-            return g0
-        if func is aten.native_group_norm.default:
-            return g0 if self.ignore_global else self._whole(g0, range(2, args[0].ndim))
-        if func is aten.native_layer_norm.default:
-            n = len(args[1])
-            return g0 if self.ignore_global else self._whole(g0, range(args[0].ndim - n, args[0].ndim))
-        if func in _SAME_SHAPE or (torch.Tag.pointwise in func.tags) or name.startswith("aten.where"):
-            ops = [(self.get(t), tuple(t.shape)) for t in tree_flatten((args, kwargs))[0]
-                   if isinstance(t, torch.Tensor) and self.get(t) is not None]
-            return _union(ops, first.shape, name, self.ignore_global)
-        if func in (aten.view.default, aten._unsafe_view.default, aten.reshape.default,
-                    aten.expand.default, aten.view_copy.default):
-            if func is aten.expand.default:
-                return _union([(g0, tuple(args[0].shape))], first.shape, name)
-            return _view(g0, args[0].shape, first.shape, name)
-        if func is aten.unsqueeze.default:
-            d = _norm_dim(args[1], first.ndim)
-            return _Geo(g0.dims[:d] + [((None, 1),)] + g0.dims[d:], g0.axes)
-        if func in (aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default):
-            x = args[0]
-            dims = args[1] if len(args) > 1 else list(range(x.ndim))
-            dims = {_norm_dim(d, x.ndim) for d in ([dims] if isinstance(dims, int) else dims)}
-            return _Geo([d for i, d in enumerate(g0.dims) if not (i in dims and x.shape[i] == 1)], g0.axes)
-        if func is aten.permute.default:
-            return _Geo([g0.dims[_norm_dim(p, len(g0.dims))] for p in args[1]], g0.axes)
-        if func in (aten.transpose.int, aten.t.default):
-            nd = len(g0.dims)
-            i, j = (0, 1) if func is aten.t.default else (_norm_dim(args[1], nd), _norm_dim(args[2], nd))
-            dims = list(g0.dims)
-            dims[i], dims[j] = dims[j], dims[i]
-            return _Geo(dims, g0.axes)
-        if func is aten.slice.Tensor:
-            x = args[0]
-            a = list(args) + [None] * 5
-            dim = _norm_dim(a[1] or 0, x.ndim)
-            start, _, _ = slice(a[2], a[3], a[4] or 1).indices(x.shape[dim])
-            step = a[4] or 1
-            geo = _Geo(list(g0.dims), dict(g0.axes))
-            ax = g0.axis_of(dim)
-            if ax is not None:
-                old = g0.axes[ax]
-                geo.axes[ax] = _Axis(old.lo + start * old.jump, old.hi + start * old.jump, old.jump * step,
-                                     old.whole, old.unknown)
-                geo.dims[dim] = ((ax, first.shape[dim]),)
-            elif g0.axes_in(dim):
-                return self._spatial_lost(g0, 0, name, first)
-            else:
-                geo.dims[dim] = ((None, first.shape[dim]),)
-            return geo
-        if func is aten.select.int:
-            x, dim, index = args[0], _norm_dim(args[1], args[0].ndim), args[2]
-            index = index + x.shape[dim] if index < 0 else index
-            geo = _Geo(g0.dims[:dim] + g0.dims[dim + 1:], dict(g0.axes))
-            ax = g0.axis_of(dim)
-            if ax is not None:
-                old = g0.axes[ax]
-                geo.axes[ax] = _Axis(old.lo + index * old.jump, old.hi + index * old.jump, old.jump, old.whole,
-                                     old.unknown)
-            elif g0.axes_in(dim):
-                return self._spatial_lost(g0, 0, name, first)
-            return geo
-        if func in (aten.cat.default, aten.stack.default):
-            tensors = args[0]
-            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-            live = [t for t in tensors if self.get(t) is not None]
-            ref = live[0]
-            if func is aten.stack.default:
-                dim = _norm_dim(dim, ref.ndim + 1)
-                gs = [(_Geo(self.get(t).dims[:dim] + [((None, 1),)] + self.get(t).dims[dim:], self.get(t).axes),
-                       tuple(t.shape[:dim]) + (1,) + tuple(t.shape[dim:])) for t in live]
-            else:
-                dim = _norm_dim(dim, ref.ndim)
-                if any(self.get(t).axes_in(dim) for t in live):
-                    return self._spatial_lost(self.get(ref), 0, f"{name} along a spatial axis", first)
-                shape = list(first.shape)
-                shape[dim] = 1
-                gs = [(self.get(t), tuple(1 if i == dim else n for i, n in enumerate(t.shape))) for t in live]
-            geo = _union(gs, tuple(1 if i == dim else n for i, n in enumerate(first.shape)), name)
-            geo.dims[dim] = ((None, first.shape[dim]),)
-            return geo
-        if func in (aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default):
-            return self._matmul(func, args, first, name)
-        if func in (aten.index_put.default, aten.index_put_.default, aten.index.Tensor):
-            ops = [(self.get(t), tuple(t.shape)) for t in tree_flatten(args)[0]
-                   if isinstance(t, torch.Tensor) and self.get(t) is not None]
-            if func is aten.index.Tensor or g0 is None or any(g.axes for g, _ in ops):
-                if any(g.axes for g, _ in ops):
-                    return _lose_all([g for g, _ in ops], name, first.ndim)
-            return _Geo([((None, n),) for n in first.shape], {})
-        geos = [self.get(t) for t in flat_tensors(args, kwargs) if self.get(t) is not None]
-        if not any(g.axes for g in geos):  # no spatial geometry involved (e.g. after flattening)
-            return _Geo([((None, n),) for n in first.shape], {})
-        return _lose_all(geos, name, first.ndim)
+        """The _Geo of the (first) output: the op's rule from ``_RULES``; else the union of the
+        operands for pointwise ops (ATen's ``pointwise`` tag, ``where``); else no geometry."""
+        call = _Call(func, tuple(args), kwargs, out[0] if isinstance(out, (tuple, list)) else out)
+        handler = _RULES.get(func)
+        if handler is None:
+            pointwise = torch.Tag.pointwise in func.tags or call.name.startswith("aten.where")
+            handler = _pointwise if pointwise else _no_rule
+        return handler(self, call)
 
-    # Helpers.
+    # Helpers of the rules.
+    def g0(self, call: _Call) -> _Geo | None:
+        """The geometry of the first argument."""
+        return self.get(call.args[0]) if call.args else None
+
     def _apply_window(self, geo: _Geo, dim: int, size_in: int, size_out: int, name: str, k: int | None = None,
                       s: int | None = None, p: int = 0, d: int = 1) -> None:
         a = geo.axis_of(dim)
@@ -471,9 +349,6 @@ class _GeometryMode(TorchDispatchMode):
             geo.dims[c] = ((None, out.shape[c]),)
         return geo
 
-    def _spatial_lost(self, g0: _Geo, _first_spatial: int, name: str, out: torch.Tensor) -> _Geo:
-        return _lose_all([g0], name, out.ndim)
-
     def _whole(self, g0: _Geo, dims) -> _Geo:
         axes = dict(g0.axes)
         for dim in dims:
@@ -482,35 +357,8 @@ class _GeometryMode(TorchDispatchMode):
                 axes[a] = axes[a].span(size)
         return _Geo(list(g0.dims), axes)
 
-    def _reduce(self, func, args, kwargs, out: torch.Tensor) -> _Geo:
-        x, g0 = args[0], self.get(args[0])
-        dim_pos, keep_pos = _REDUCTIONS[func]
-        dims = None
-        if dim_pos is not None:
-            dims = args[dim_pos] if len(args) > dim_pos else kwargs.get("dim")
-        if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
-            dims = list(range(x.ndim))
-        dims = {_norm_dim(d, x.ndim) for d in ([dims] if isinstance(dims, int) else dims)}
-        keep = bool(args[keep_pos]) if keep_pos is not None and len(args) > keep_pos else bool(kwargs.get("keepdim", False))
-        axes = dict(g0.axes)
-        if not self.ignore_global:
-            axes = self._whole(g0, dims).axes
-        new_dims = []
-        for i, d in enumerate(g0.dims):
-            if i in dims:
-                if keep:
-                    new_dims.append(((None, 1),))
-            else:
-                new_dims.append(d)
-        if len(new_dims) != out.ndim:
-            new_dims = [((None, n),) for n in out.shape]
-        return _Geo(new_dims, axes)
-
-    def _matmul(self, func, args, out: torch.Tensor, name: str) -> _Geo:
-        bias = None
-        if func in (aten.addmm.default, aten.baddbmm.default):
-            bias, args = args[0], args[1:]
-        a, b = args[0], args[1]
+    def _matmul(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, name: str,
+                bias: torch.Tensor | None = None) -> _Geo:
         ga, gb = self.get(a), self.get(b)
         axes: dict[int, _Axis] = {}
         dims: list[tuple[Factor, ...]] = [((None, n),) for n in out.shape]
@@ -529,6 +377,273 @@ class _GeometryMode(TorchDispatchMode):
         if bias is not None and self.get(bias) is not None:
             geo = _union([(geo, tuple(out.shape)), (self.get(bias), tuple(bias.shape))], out.shape, name)
         return geo
+
+
+# -- windows: convolutions, pools, padding ------------------------------------------------------
+
+@_rule(aten.convolution.default)
+def _convolution(m: _GeometryMode, c: _Call) -> _Geo:
+    g0 = m.g0(c)
+    if g0 is None:  # the input is a constant, the weight carries geometry: give up
+        return _lose_all([m.get(c.a["weight"])], c.name, c.out.ndim)
+    if c.a["transposed"]:
+        return _lose_all([g0], c.name, c.out.ndim)
+    return m._window(g0, c.a["input"], c.out, c.a["weight"].shape[2:], c.a["stride"], c.a["padding"],
+                     c.a["dilation"], c.name)
+
+
+# Pools by the number of axes they window (ATen's pools take (B, C, *S) or (C, *S)).
+_POOL_DIMS = {
+    aten.max_pool1d.default: 1, aten.max_pool2d.default: 2, aten.max_pool3d.default: 3,
+    aten.max_pool1d_with_indices.default: 1, aten.max_pool2d_with_indices.default: 2,
+    aten.max_pool3d_with_indices.default: 3, aten.avg_pool1d.default: 1, aten.avg_pool2d.default: 2,
+    aten.avg_pool3d.default: 3,
+}
+_ADAPTIVE_DIMS = {
+    aten._adaptive_avg_pool2d.default: 2, aten._adaptive_avg_pool3d.default: 3,
+    aten.adaptive_max_pool2d.default: 2, aten.adaptive_max_pool3d.default: 3,
+    aten.adaptive_avg_pool1d.default: 1, aten.adaptive_max_pool1d.default: 1,
+}
+
+
+@_rule(*_POOL_DIMS)
+def _pool(m: _GeometryMode, c: _Call) -> _Geo:
+    n = _POOL_DIMS[c.func]
+    kernel = c.a["kernel_size"]
+    stride = c.a["stride"] or kernel  # [] means "the kernel"
+    dilation = c.a.get("dilation", 1)  # average pools have none
+    return m._window(m.g0(c), c.a["self"], c.out, _tup(kernel, n), _tup(stride, n), _tup(c.a["padding"], n),
+                     _tup(dilation, n), c.name)
+
+
+@_rule(*_ADAPTIVE_DIMS)
+def _adaptive_pool(m: _GeometryMode, c: _Call) -> _Geo:
+    n, x, g0, first = _ADAPTIVE_DIMS[c.func], c.a["self"], m.g0(c), c.out
+    geo = _Geo(list(g0.dims), dict(g0.axes))
+    for i in range(n):
+        dim = x.ndim - n + i
+        m._apply_window(geo, dim, x.shape[dim], first.shape[dim], c.name)
+    geo.dims = [geo.dims[i] if i < x.ndim - n else ((geo.axis_of(i), first.shape[i]),)
+                if geo.axis_of(i) is not None else ((None, first.shape[i]),) for i in range(x.ndim)]
+    return geo
+
+
+@_rule(aten.constant_pad_nd.default, aten.reflection_pad1d.default, aten.reflection_pad2d.default,
+       aten.reflection_pad3d.default, aten.replication_pad1d.default, aten.replication_pad2d.default,
+       aten.replication_pad3d.default)
+def _pad(m: _GeometryMode, c: _Call) -> _Geo:
+    # A pad is a window of size 1 with padding: (before, after) pairs, last dim first.
+    x, g0 = c.a["self"], m.g0(c)
+    pad = c.a["pad"] if "pad" in c.a else c.a["padding"]
+    geo = _Geo(list(g0.dims), dict(g0.axes))
+    for k in range(len(pad) // 2):
+        dim = x.ndim - 1 - k
+        a = g0.axis_of(dim)
+        if a is not None:
+            geo.axes[a] = geo.axes[a].conv(1, 1, pad[2 * k])
+            geo.dims[dim] = ((a, c.out.shape[dim]),)
+        elif g0.axes_in(dim):
+            return _lose_all([g0], c.name, c.out.ndim)
+        else:
+            geo.dims[dim] = ((None, c.out.shape[dim]),)
+    return geo
+
+
+# -- reductions and normalisations: a statistic over an axis sees the whole axis ----------------
+
+@_rule(aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, aten.amin.default, aten.mean.default,
+       aten.sum.default, aten.linalg_vector_norm.default, aten.var.correction, aten.std.correction,
+       aten.var_mean.correction, aten.logsumexp.default, aten.max.dim, aten.min.dim, aten.prod.dim_int,
+       aten.norm.ScalarOpt_dim, aten.max.default)
+def _reduce(m: _GeometryMode, c: _Call) -> _Geo:
+    x, g0 = c.a["self"], m.g0(c)
+    dims = c.a.get("dim")  # None or [] (or no such argument): every dim
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        dims = list(range(x.ndim))
+    dims = {_norm_dim(d, x.ndim) for d in ([dims] if isinstance(dims, int) else dims)}
+    keep = bool(c.a.get("keepdim") or False)
+    axes = dict(g0.axes) if m.ignore_global else m._whole(g0, dims).axes
+    new_dims = []
+    for i, d in enumerate(g0.dims):
+        if i in dims:
+            if keep:
+                new_dims.append(((None, 1),))
+        else:
+            new_dims.append(d)
+    if len(new_dims) != c.out.ndim:
+        new_dims = [((None, n),) for n in c.out.shape]
+    return _Geo(new_dims, axes)
+
+
+@_rule(aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
+       aten._native_batch_norm_legit_functional.default)
+def _batch_norm(m: _GeometryMode, c: _Call) -> _Geo:
+    # In training the statistics are the batch's, over every spatial axis; else a per-channel affine map.
+    if c.a["training"] and not m.ignore_global:
+        return m._whole(m.g0(c), range(2, c.a["input"].ndim))
+    return m.g0(c)
+
+
+@_rule(aten._native_batch_norm_legit_no_training.default)
+def _batch_norm_inference(m: _GeometryMode, c: _Call) -> _Geo:
+    return m.g0(c)
+
+
+@_rule(aten.native_group_norm.default)
+def _group_norm(m: _GeometryMode, c: _Call) -> _Geo:
+    return m.g0(c) if m.ignore_global else m._whole(m.g0(c), range(2, c.a["input"].ndim))
+
+
+@_rule(aten.native_layer_norm.default)
+def _layer_norm(m: _GeometryMode, c: _Call) -> _Geo:
+    x, n = c.a["input"], len(c.a["normalized_shape"])  # over the last n dims
+    return m.g0(c) if m.ignore_global else m._whole(m.g0(c), range(x.ndim - n, x.ndim))
+
+
+# -- elementwise: the union of the operands' fields ---------------------------------------------
+
+@_rule(aten.clone.default, aten.detach.default, aten.alias.default, aten._to_copy.default, aten.lift_fresh.default,
+       aten.native_dropout.default, aten.contiguous.default, aten.copy.default, aten.fill.Scalar,
+       aten.zero_.default, aten._softmax.default, aten._log_softmax.default,
+       # Activations ATen does not tag pointwise (MobileNetV3's h-swish and hard sigmoid).
+       aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default, aten.hardsigmoid_.default)
+def _pointwise(m: _GeometryMode, c: _Call) -> _Geo:
+    ops = [(m.get(t), tuple(t.shape)) for t in tree_flatten((c.args, c.kwargs))[0]
+           if isinstance(t, torch.Tensor) and m.get(t) is not None]
+    return _union(ops, c.out.shape, c.name, m.ignore_global)
+
+
+@_rule(aten.expand.default)
+def _expand(m: _GeometryMode, c: _Call) -> _Geo:
+    return _union([(m.g0(c), tuple(c.a["self"].shape))], c.out.shape, c.name)
+
+
+# -- layout: views, permutations, slices, concatenation -----------------------------------------
+
+@_rule(aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.view_copy.default)
+def _reshape(m: _GeometryMode, c: _Call) -> _Geo:
+    return _view(m.g0(c), c.a["self"].shape, c.out.shape, c.name)
+
+
+@_rule(aten.unsqueeze.default)
+def _unsqueeze(m: _GeometryMode, c: _Call) -> _Geo:
+    g0, d = m.g0(c), _norm_dim(c.a["dim"], c.out.ndim)
+    return _Geo(g0.dims[:d] + [((None, 1),)] + g0.dims[d:], g0.axes)
+
+
+@_rule(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default)
+def _squeeze(m: _GeometryMode, c: _Call) -> _Geo:
+    x, g0 = c.a["self"], m.g0(c)
+    dims = c.a.get("dim", list(range(x.ndim)))  # squeeze.default: every size-1 dim
+    dims = {_norm_dim(d, x.ndim) for d in ([dims] if isinstance(dims, int) else dims)}
+    return _Geo([d for i, d in enumerate(g0.dims) if not (i in dims and x.shape[i] == 1)], g0.axes)
+
+
+@_rule(aten.permute.default)
+def _permute(m: _GeometryMode, c: _Call) -> _Geo:
+    g0 = m.g0(c)
+    return _Geo([g0.dims[_norm_dim(p, len(g0.dims))] for p in c.a["dims"]], g0.axes)
+
+
+@_rule(aten.transpose.int, aten.t.default)
+def _transpose(m: _GeometryMode, c: _Call) -> _Geo:
+    g0 = m.g0(c)
+    nd = len(g0.dims)
+    i, j = (0, 1) if c.func is aten.t.default else (_norm_dim(c.a["dim0"], nd), _norm_dim(c.a["dim1"], nd))
+    dims = list(g0.dims)
+    dims[i], dims[j] = dims[j], dims[i]
+    return _Geo(dims, g0.axes)
+
+
+@_rule(aten.slice.Tensor)
+def _slice(m: _GeometryMode, c: _Call) -> _Geo:
+    # A strided slice of a spatial axis is a window of size 1: it moves unit 0 and scales the jump.
+    x, g0 = c.a["self"], m.g0(c)
+    dim = _norm_dim(c.a["dim"] or 0, x.ndim)
+    step = c.a["step"] or 1
+    start, _, _ = slice(c.a["start"], c.a["end"], step).indices(x.shape[dim])
+    geo = _Geo(list(g0.dims), dict(g0.axes))
+    ax = g0.axis_of(dim)
+    if ax is not None:
+        old = g0.axes[ax]
+        geo.axes[ax] = _Axis(old.lo + start * old.jump, old.hi + start * old.jump, old.jump * step,
+                             old.whole, old.unknown)
+        geo.dims[dim] = ((ax, c.out.shape[dim]),)
+    elif g0.axes_in(dim):
+        return _lose_all([g0], c.name, c.out.ndim)
+    else:
+        geo.dims[dim] = ((None, c.out.shape[dim]),)
+    return geo
+
+
+@_rule(aten.select.int)
+def _select(m: _GeometryMode, c: _Call) -> _Geo:
+    x, g0 = c.a["self"], m.g0(c)
+    dim = _norm_dim(c.a["dim"], x.ndim)
+    index = c.a["index"] + x.shape[dim] if c.a["index"] < 0 else c.a["index"]
+    geo = _Geo(g0.dims[:dim] + g0.dims[dim + 1:], dict(g0.axes))
+    ax = g0.axis_of(dim)
+    if ax is not None:
+        old = g0.axes[ax]
+        geo.axes[ax] = _Axis(old.lo + index * old.jump, old.hi + index * old.jump, old.jump, old.whole, old.unknown)
+    elif g0.axes_in(dim):
+        return _lose_all([g0], c.name, c.out.ndim)
+    return geo
+
+
+@_rule(aten.cat.default, aten.stack.default)
+def _concatenate(m: _GeometryMode, c: _Call) -> _Geo:
+    # Along channels (an Inception module, a dense block) the fields unite; along a spatial axis
+    # the geometry is lost.
+    live = [t for t in c.a["tensors"] if m.get(t) is not None]
+    ref, dim = live[0], c.a["dim"]
+    if c.func is aten.stack.default:
+        dim = _norm_dim(dim, ref.ndim + 1)
+        gs = [(_Geo(m.get(t).dims[:dim] + [((None, 1),)] + m.get(t).dims[dim:], m.get(t).axes),
+               tuple(t.shape[:dim]) + (1,) + tuple(t.shape[dim:])) for t in live]
+    else:
+        dim = _norm_dim(dim, ref.ndim)
+        if any(m.get(t).axes_in(dim) for t in live):
+            return _lose_all([m.get(ref)], f"{c.name} along a spatial axis", c.out.ndim)
+        gs = [(m.get(t), tuple(1 if i == dim else n for i, n in enumerate(t.shape))) for t in live]
+    geo = _union(gs, tuple(1 if i == dim else n for i, n in enumerate(c.out.shape)), c.name)
+    geo.dims[dim] = ((None, c.out.shape[dim]),)
+    return geo
+
+
+# -- matrix products: the contracted dim is seen whole ------------------------------------------
+
+@_rule(aten.mm.default, aten.bmm.default)
+def _mm(m: _GeometryMode, c: _Call) -> _Geo:
+    return m._matmul(c.a["self"], c.a["mat2"], c.out, c.name)
+
+
+@_rule(aten.addmm.default)
+def _addmm(m: _GeometryMode, c: _Call) -> _Geo:
+    return m._matmul(c.a["mat1"], c.a["mat2"], c.out, c.name, bias=c.a["self"])
+
+
+@_rule(aten.baddbmm.default)
+def _baddbmm(m: _GeometryMode, c: _Call) -> _Geo:
+    return m._matmul(c.a["batch1"], c.a["batch2"], c.out, c.name, bias=c.a["self"])
+
+
+@_rule(aten.index_put.default, aten.index_put_.default, aten.index.Tensor)
+def _index(m: _GeometryMode, c: _Call) -> _Geo:
+    # Data-dependent positions: any spatial geometry among the operands is lost.
+    geos = [m.get(t) for t in tree_flatten(c.args)[0] if isinstance(t, torch.Tensor) and m.get(t) is not None]
+    if any(g.axes for g in geos):
+        return _lose_all(geos, c.name, c.out.ndim)
+    return _Geo([((None, n),) for n in c.out.shape], {})
+
+
+def _no_rule(m: _GeometryMode, c: _Call) -> _Geo:
+    """An op without a rule loses the spatial geometry of its operands (naming itself as the
+    cause), unless none is involved (e.g. after flattening)."""
+    geos = [m.get(t) for t in flat_tensors(c.args, c.kwargs) if m.get(t) is not None]
+    if not any(g.axes for g in geos):
+        return _Geo([((None, n),) for n in c.out.shape], {})
+    return _lose_all(geos, c.name, c.out.ndim)
 
 
 def flat_tensors(args, kwargs) -> list[torch.Tensor]:
@@ -671,112 +786,3 @@ def receptive_field(model: nn.Module, input_size: Sequence[int], *, ignore_globa
     if rf is None:
         raise UnknownGeometry(f"no receptive-field rule for: {', '.join(_unknown_ops(geo))}")
     return rf
-
-
-# ----------------------------------------------------------------------------------------------
-# The independent measurement: the input gradient of one output unit of a linearised network.
-
-_IDENTITY_FUNCS = {
-    "relu", "relu_", "relu6", "sigmoid", "sigmoid_", "tanh", "tanh_", "gelu", "silu", "mish", "hardtanh",
-    "hardswish", "hardsigmoid", "elu", "leaky_relu", "softplus", "clamp_min", "clamp", "clip", "threshold",
-    "celu", "selu", "prelu", "logsigmoid",
-}
-
-
-class _Linearise(torch.overrides.TorchFunctionMode):
-    """Activations become the identity and max pooling becomes average pooling, so that every
-    path from the input reaches the output with a non-zero gradient."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name in _IDENTITY_FUNCS and args and isinstance(args[0], torch.Tensor):
-            return args[0] if name.endswith("_") else args[0] * 1
-        if name.startswith(("max_pool", "_max_pool")) or name.startswith("boolean_dispatch"):
-            return self._avg(name, args, kwargs)
-        if name in ("amax", "max") and args and isinstance(args[0], torch.Tensor) and (len(args) > 1 or "dim" in kwargs):
-            dim = args[1] if len(args) > 1 else kwargs["dim"]
-            keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-            if name == "amax":
-                return args[0].mean(dim, keepdim=keep)
-        if name == "pad" and kwargs.get("value", args[3] if len(args) > 3 else 0) in (float("-inf"),):
-            args = (args[0], args[1], "constant", 0.0)
-            kwargs = {}
-        return func(*args, **kwargs)
-
-    @staticmethod
-    def _avg(name: str, args, kwargs):
-        import torch.nn.functional as F
-
-        x = args[0]
-        n = x.ndim - 2
-        a = list(args) + [None] * 6
-        kernel = kwargs.get("kernel_size", a[1])
-        stride = kwargs.get("stride", a[2]) or kernel
-        padding = kwargs.get("padding", a[3] if a[3] is not None else 0)
-        dilation = kwargs.get("dilation", a[4] if a[4] is not None else 1)
-        ceil_mode = kwargs.get("ceil_mode", a[5] if a[5] is not None else False)
-        if any(d != 1 for d in _tup(dilation, n)):
-            raise UnknownGeometry("the measurement cannot linearise a dilated max pool")
-        avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n - 1]
-        out = avg(x, kernel, stride, padding, ceil_mode, True)
-        return (out, out) if kwargs.get("return_indices") or (len(args) > 6 and args[6]) else out
-
-
-def measure_receptive_field(model: nn.Module, input_size: Sequence[int], *, dtype: torch.dtype = torch.float64,
-                            seed: int = 0) -> tuple[tuple[int, int], ...]:
-    """Measure, by backpropagation, the input pixels the centre unit of forward_features sees.
-
-    The model is copied and linearised: every weight becomes positive (random in [0.5, 1],
-    divided by its fan-in so activity stays of order 1), biases zero, BatchNorm the identity
-    (eval mode, mean 0, variance 1), activations the identity and max pooling average pooling
-    (:class:`_Linearise`). The input is random and positive. Then no path's contribution can
-    cancel another's, and the input gradient of the output unit at the centre is non-zero exactly
-    where some path reaches it.
-
-    Returns:
-        per spatial axis the (first, last) input pixel with a non-zero gradient.
-    """
-    import copy
-
-    g = torch.Generator().manual_seed(seed)
-    m = copy.deepcopy(model).to(dtype=dtype).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.ndim > 1:
-                p.copy_((torch.rand(p.shape, generator=g, dtype=dtype) * 0.5 + 0.5) / max(p[0].numel(), 1))
-            else:
-                p.copy_(torch.rand(p.shape, generator=g, dtype=dtype) * 0.5 + 0.5)
-        for name, b in m.named_buffers():
-            if name.endswith("running_mean"):
-                b.zero_()
-            elif name.endswith("running_var"):
-                b.fill_(1.0)
-    x = (torch.rand((1, *input_size), generator=g, dtype=dtype) + 0.5).requires_grad_(True)
-    fwd = m.forward_features if hasattr(m, "forward_features") else m
-    with _Linearise():
-        y = fwd(x)
-    centre = tuple(n // 2 for n in y.shape[2:])
-    y[(0, slice(None), *centre)].sum().backward()
-    grad = x.grad.abs().sum((0, 1))
-    extents = []
-    for axis in range(grad.ndim):
-        other = tuple(i for i in range(grad.ndim) if i != axis)
-        hit = (grad.sum(other) if other else grad).nonzero().flatten()
-        if hit.numel() == 0:
-            raise UnknownGeometry("the centre unit's gradient is zero everywhere")
-        extents.append((int(hit.min()), int(hit.max())))
-    return tuple(extents)
-
-
-def clipped_extent(rf: RF, output_shape: Sequence[int], input_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """Per axis the (first, last) input pixel of the centre unit's theoretical field, clipped to
-    the input: what :func:`measure_receptive_field` should find."""
-    out = []
-    for (lo, hi), whole, n in zip(rf.interval([s // 2 for s in output_shape]), rf.whole, input_spatial):
-        if whole:
-            lo, hi = 0, n - 1
-        out.append((max(int(math.ceil(lo)), 0), min(int(math.floor(hi)), n - 1)))
-    return tuple(out)
