@@ -12,7 +12,6 @@ deviation over folds, as numpy's default) and fold_M.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,8 @@ import torch
 from ..data import DataSplits, load_data
 from ..data.datasets import DataOptions, select_classes
 from ..data.samples import SubsetSamples, as_samples
-from ..weights import atomic_write_json, read_json
 from .config import ConfigError, TrainConfig
+from .run import RunDir
 
 CV_RANDOM_STATE = 0
 
@@ -84,25 +83,23 @@ def cross_validate(cfg: TrainConfig, folds: int, progress: bool = False, resume:
     primary = resolve_task(cfg).primary_metric
     labels = _class_labels(data.train)
     n = len(as_samples(data.train))
-    if not cfg.out:
-        cfg.out = default_run_dir(cfg, f"cv{folds}")
-    out = Path(cfg.out)
-    if not resume and (out / "summary.json").is_file():
-        raise RunError(f"{out} already holds a cross-validation; pass --resume or choose another --out")
+    run = RunDir(cfg.out or default_run_dir(cfg, f"cv{folds}"))
+    if not resume and run.summary.is_file():
+        raise RunError(f"{run.path} already holds a cross-validation; pass --resume or choose another --out")
     empty = _take(data.train, np.zeros(0, dtype=np.int64))
     fold_value, fold_s = [], []
     for k, (tr, te) in enumerate(cv_folds(labels, folds, n)):
         fold_cfg = copy.deepcopy(cfg)
-        fold_cfg.out = str(out / f"fold_{k}")
+        fold_run = RunDir(run.path / f"fold_{k}")
+        fold_cfg.out = str(fold_run.path)
         fold_cfg.report = False  # one report per fold would cost more than a digits fold trains
-        fold_dir = Path(fold_cfg.out)
-        if resume and (fold_dir / "summary.json").is_file():
-            summary = read_json(fold_dir / "summary.json", "fold summary")
+        if resume and fold_run.summary.is_file():
+            summary = fold_run.read_summary()
         else:
             fold = DataSplits(data.name, _take(data.train, tr), empty, _take(data.train, te), data.classes,
                               data.preprocess, {**data.info, "n_train": len(tr), "n_val": 0, "n_test": len(te),
                                                 "cv_fold": k, "cv_folds": folds})
-            summary = Trainer(fold_cfg, resume=resume and (fold_dir / "config.json").is_file(), progress=progress,
+            summary = Trainer(fold_cfg, resume=resume and fold_run.config.is_file(), progress=progress,
                               data=fold).fit()
         fold_value.append(summary[f"test_{primary}"])
         fold_s.append(summary["wall_s"])
@@ -112,7 +109,8 @@ def cross_validate(cfg: TrainConfig, folds: int, progress: bool = False, resume:
     result = {"model": cfg.model.name, "data": data.name, "recipe": cfg.recipe, "folds": folds, "metric": primary,
               f"cv_{primary}_mean": float(values.mean()), f"cv_{primary}_std": float(values.std()),
               f"fold_{primary}": fold_value, "fold_wall_s": fold_s, "wall_s": round(float(sum(fold_s)), 3),
-              "n": n, "stratified": labels is not None, "cv_random_state": CV_RANDOM_STATE, "run_dir": str(out)}
-    atomic_write_json(out / "summary.json", result)
-    atomic_write_json(out / "config.json", {"train": cfg.to_dict(), "cv": {"folds": folds}})
+              "n": n, "stratified": labels is not None, "cv_random_state": CV_RANDOM_STATE,
+              "run_dir": str(run.path)}
+    run.write_summary(result)
+    run.write_config({"train": {**cfg.to_dict(), "out": str(run.path)}, "cv": {"folds": folds}})
     return result
