@@ -57,10 +57,32 @@ class ConvNetClassifier(nn.Module, abc.ABC):
     # Set to a per-axis size by models whose layers only fit one input size (LeNet-5's C5).
     fixed_input_size: int | None = None
     fixed_input_axes: int | None = None  # how many trailing axes fixed_input_size applies to (None: all)
+    # The smallest input per axis is the total stride (the largest feature_info reduction): below
+    # it the last stages downsample maps of one pixel that are mostly padding, and the output is
+    # meaningless though it computes (resnet50 at 8x8 ends on a 1x1 map of a 1x1 map). Families
+    # whose unpadded layers need more (AlexNet's 11x11 stem, Inception's valid convolutions) set
+    # their own minimum here; the larger of the two applies.
+    min_input_size: int | None = None
     default_cfg: dict[str, Any] = {}
 
+    def total_stride(self) -> int:
+        """The largest ``feature_info`` reduction: how much the network downsamples in all."""
+        return max((info.reduction for info in getattr(self, "feature_info", None) or ()), default=1)
+
+    def min_spatial_size(self) -> int | None:
+        """The smallest input size per axis the network takes (None: a fixed size instead)."""
+        if self.fixed_input_size is not None:
+            return None
+        return max(self.total_stride(), self.min_input_size or 1)
+
+    def input_dtype(self) -> torch.dtype | None:
+        """The dtype forward expects: that of the model's floating-point parameters."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError naming expected and actual shape for input that cannot work."""
+        """Raise a ValueError naming the expected and the actual value for input that cannot work:
+        its rank, channels, dtype (the parameters'; any floating dtype under autocast), and
+        spatial size (the fixed size, or at least :meth:`min_spatial_size` per axis)."""
         name = self.default_cfg.get("name", type(self).__name__)
         axes = ("L",) if self.spatial_dims == 1 else ("H", "W") if self.spatial_dims == 2 else ("D", "H", "W")
         expected = f"(B, {self.in_channels}, {', '.join(axes)})"
@@ -70,12 +92,25 @@ class ConvNetClassifier(nn.Module, abc.ABC):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{name} expects {self.in_channels} input channel(s) {expected}, "
                              f"got {x.shape[1]} in shape {tuple(x.shape)}")
+        dtype = self.input_dtype()
+        if dtype is not None and x.dtype != dtype and not (x.is_floating_point() and _autocast_on(x.device.type)):
+            raise ValueError(f"{name} expects input of dtype {str(dtype).removeprefix('torch.')} (its parameters'), "
+                             f"got {str(x.dtype).removeprefix('torch.')}; convert with x.to({dtype})")
         # After inflation (models.inflate) time is free and only height and width are fixed.
         fixed = x.shape[2:] if self.fixed_input_axes is None else x.shape[x.ndim - self.fixed_input_axes:]
         if self.fixed_input_size is not None and any(s != self.fixed_input_size for s in fixed):
             size = (self.fixed_input_size,) * len(fixed)
             raise ValueError(f"{name} expects spatial size {size}, got {tuple(x.shape[2:])} "
                              f"(its layers fit exactly this size; resize or pad the input)")
+        minimum = self.min_spatial_size()
+        # An inflated model (models.inflate) keeps time at stride 1: its reductions are spatial.
+        reduced = x.shape[-2:] if "inflate" in (getattr(self, "model_config", None) or {}) else x.shape[2:]
+        if minimum is not None and any(s < minimum for s in reduced):
+            size = (minimum,) * len(reduced)
+            why = (f"its layers downsample by {minimum} in all" if minimum == self.total_stride()
+                   else "its unpadded layers need that much")
+            raise ValueError(f"{name} expects spatial size at least {size}, got {tuple(x.shape[2:])} "
+                             f"({why}; resize or pad the input)")
 
     def forward_stages(self, x: torch.Tensor) -> torch.Tensor:
         """``stem`` then every one of ``stages`` in order: the trunk most families share."""
@@ -103,6 +138,14 @@ class ConvNetClassifier(nn.Module, abc.ABC):
         return self.forward_head(self.forward_features(x))
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast casts for the layers on this device (the meta device has no autocast)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
+
+
 class Stage(nn.Module):
     """A run of blocks at one resolution (``blocks``), the unit ``feature_info`` points at."""
 
@@ -118,7 +161,7 @@ def init_he(model: nn.Module) -> None:
     """The initialisation of the ResNet line (He et al. 2015): convolutions N(0, 2 / fan_out),
     zero conv biases, norms with weight 1 and bias 0. Linear layers keep torch's default."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(m, L.CONV_TYPES):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
