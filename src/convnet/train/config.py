@@ -169,6 +169,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     report: bool = True
+    logger: str = ""  # also log to: "tensorboard" or "mlflow" (metrics.jsonl and the report are always written)
+    logger_uri: str = ""  # MLflow tracking URI ("" = a file store in the run directory)
 
     RANGES: ClassVar[dict[str, str]] = {
         "epochs": "[1, inf)", "max_steps": "[0, inf)", "seed": _SEED_RANGE, "label_smoothing": "[0, 1)",

@@ -44,6 +44,7 @@ from ..tasks.classification import classification_loss, distillation_loss  # noq
 from ..weights import load_pretrained, save_tensors
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
+from .loggers import LOGGERS, RunLogger, build_logger
 from .optim import build_optimizer, build_scheduler
 from .run import RunDir, RunError
 
@@ -182,6 +183,8 @@ class Trainer:
             raise ConfigError(f"transfer.freeze {cfg.transfer.freeze!r}: expected '' or 'backbone'")
         if cfg.optim.accumulate < 1:
             raise ConfigError(f"optim.accumulate must be >= 1, got {cfg.optim.accumulate}")
+        if cfg.logger and cfg.logger not in LOGGERS:
+            raise ConfigError(f"logger {cfg.logger!r}: expected '' or one of {', '.join(LOGGERS)}")
         self.task = resolve_task(cfg)
         self._init_distributed()
         self.run = self._prepare_run_dir()
@@ -190,6 +193,7 @@ class Trainer:
         self.converted_files: set[str] = set()
         self.first_step_time: float | None = None
         self._stop = False
+        self.logger: RunLogger | None = None
 
     # ----------------------------------------------------------------------------- setup
     def _init_distributed(self) -> None:
@@ -551,6 +555,8 @@ class Trainer:
                     self.run.remove_if_empty_start(created=self._created)
             raise
         finally:
+            if self.logger is not None:
+                self.logger.close()
             self.run.unlock()
 
     def _fit(self, state_box: list[RunState]) -> dict[str, Any]:
@@ -560,6 +566,10 @@ class Trainer:
         seed_everything(cfg.seed)
         data = self._data = self._load_data()
         self._build(data)
+        if self.rank == 0:
+            self.logger = build_logger(cfg.logger, self.run.path, cfg.logger_uri, self.run.path.name)
+            if self.logger is not None:
+                self.logger.log_config(self._run_config(data))
         if self.task.learns_without_gradients(self.model):
             return self._fit_without_gradients(data)
         state, history, order = RunState(), [], None
@@ -592,6 +602,8 @@ class Trainer:
             history.append(row)
             if self.rank == 0:
                 self.run.append_metrics(row)
+                if self.logger is not None:
+                    self.logger.log_metrics(row, state.step)
             if self.progress:
                 tqdm.write("  " + "  ".join(f"val_{k} {v:.4f}" for k, v in val.items() if _scalar(v)))
             self._save(state, None, history)
@@ -678,6 +690,8 @@ class Trainer:
         row = {"epoch": 1, "step": 0, **{f"val_{k}": v for k, v in val.items() if _scalar(v)}, **fitted}
         if self.rank == 0:
             self.run.write_metrics([row])
+            if self.logger is not None:
+                self.logger.log_metrics(row, 0)
         if self.progress:
             tqdm.write("  " + "  ".join(f"{k} {v:.4f}" for k, v in fitted.items() if k.startswith("test_")))
         summary = self._finish(data, state, [row], extra={k: v for k, v in fitted.items() if k.startswith("test_")})
@@ -729,10 +743,14 @@ class Trainer:
             save_tensors(state_dict, self.run.weights)
             self.run.write_summary(_json_safe(summary))
             if self.cfg.report:
-                self._report(data, metric, history, summary, model)
+                self._report(data, metric, history, summary, model, state.step)
+            if self.logger is not None:
+                self.logger.log_metrics({f"test_{k}": v for k, v in test.items() if _scalar(v)}, state.step)
+                self.logger.log_artifacts(self.run.path)
         return summary
 
-    def _report(self, data: DataSplits, metric: Metric, history: list[dict], summary: dict, model: nn.Module) -> None:
+    def _report(self, data: DataSplits, metric: Metric, history: list[dict], summary: dict, model: nn.Module,
+                step: int) -> None:
         from .report import write_page
 
         primary = self.task.primary_metric
@@ -743,6 +761,8 @@ class Trainer:
         if summary.get("converted_files"):
             table["files converted to the set's channels"] = ", ".join(summary["converted_files"][:20])
         figures = self.task.report_figures(metric, model, data, self.run.read_config())
+        if self.logger is not None:  # before write_page, which renders and releases the figures
+            self.logger.log_figures(figures, step)
         write_page(self.run.path, history, f"{self.cfg.model.name} on {data.name}", table, figures,
                    curve_metric=primary)
 
