@@ -2,7 +2,10 @@
 (CONVNET_REQUIRE_ORACLES=1, set by `make test`), and every test runs under a timeout."""
 from __future__ import annotations
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path
 
 import pytest
