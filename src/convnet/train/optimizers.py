@@ -33,13 +33,13 @@ def _trust_ratio(w_norm: torch.Tensor, u_norm: torch.Tensor, numerator: torch.Te
     return torch.where((w_norm > 0) & (u_norm > 0), ratio, torch.ones_like(ratio))
 
 
-
 def _closure_loss(closure: Callable[[], float] | None) -> float | None:
     """torch.optim's closure protocol: re-evaluate the loss with gradients enabled."""
     if closure is None:
         return None
     with torch.enable_grad():
         return closure()
+
 
 class Lars(torch.optim.Optimizer):
     """LARS (You, Gitman & Ginsburg 2017, Algorithm 1), per parameter tensor ``w`` with gradient
