@@ -82,17 +82,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_input(pre, path: str, invert: bool = False):
-    """One image file as a run's model input (1, C, *size), prepared as in training (``pre`` is
-    the run's data.Preprocess); shared by cam and features."""
-    from .data.samples import read_image
-
-    image, _ = read_image(path, "L" if pre.channels == 1 else "RGB", 0, pre.source_size)
-    if invert:
-        image = 1.0 - image
-    return pre.from_image(image)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict every input; one that cannot be read is reported and the others go on (exit 2
     when any failed)."""
@@ -284,12 +273,13 @@ def cmd_equivariance(args: argparse.Namespace) -> int:
 
 
 def _run_image(args: argparse.Namespace):
-    from .data import Preprocess
-    from .train import load_run
+    """The run's model and config, and the input file read by the run's task as ``predict``
+    reads it (an image, a .ts series, a video clip), as a batch of one."""
+    from .train import load_run, run_task
 
     model, run_cfg = load_run(args.run)
-    pre = Preprocess.from_dict(run_cfg["data"]["preprocess"])
-    return model, run_cfg, _image_input(pre, args.image, args.invert)
+    sample = run_task(run_cfg).load_input(args.image, run_cfg, invert=args.invert)
+    return model, run_cfg, sample["input"].unsqueeze(0)
 
 
 def cmd_cam(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from torch import nn
 from ..data.samples import Batch, Sample, as_samples
 from .base import Task, register_task
 from .metric import Metric
+from .padding import masked_forward, pad_sequences, trim_to_longest
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -131,19 +132,42 @@ class ClassificationTask(Task):
     option_defaults = {"top_k": 5, "keep_examples": 32}
 
     def collate(self, samples: list[Sample]) -> Batch:
-        batch: Batch = {"input": torch.stack([s["input"] for s in samples]),
-                        "index": torch.as_tensor([s["index"] for s in samples], dtype=torch.long)}
+        inputs = [s["input"] for s in samples]
+        batch: Batch = {"index": torch.as_tensor([s["index"] for s in samples], dtype=torch.long)}
+        if "lengths" in samples[0] or any(x.shape != inputs[0].shape for x in inputs):
+            # Sequences of different lengths (JapaneseVowels, a .ts file to predict): padded
+            # after their ends, with their lengths; forward masks the padding.
+            batch["input"], batch["lengths"] = pad_sequences(inputs, [int(s.get("lengths", x.shape[-1]))
+                                                                      for s, x in zip(samples, inputs)])
+        else:
+            batch["input"] = torch.stack(inputs)
         if "target" in samples[0]:  # inputs to predict have none
             batch["target"] = torch.as_tensor([int(s["target"]) for s in samples], dtype=torch.long)
         if "path" in samples[0]:
             batch["path"] = [s["path"] for s in samples]
         return batch
 
+    def build_model(self, model_cfg: Any, data: Any) -> nn.Module:
+        from ..models import create_model
+
+        return create_model(model_cfg.name, spatial_dims=data_dims(model_cfg.spatial_dims, data),
+                            in_channels=data.channels, num_classes=data.num_classes, **model_cfg.overrides)
+
     def build_augment(self, augment_cfg: Any, data: Any, spatial_dims: int) -> ClassificationAugment:
         from ..data.augment import BatchAugment
 
-        return ClassificationAugment(BatchAugment(augment_cfg, spatial_dims=spatial_dims, num_classes=data.num_classes,
-                                                  mean=data.preprocess.mean, std=data.preprocess.std))
+        return ClassificationAugment(BatchAugment(augment_cfg, spatial_dims=data_dims(spatial_dims, data),
+                                                  num_classes=data.num_classes, mean=data.preprocess.mean,
+                                                  std=data.preprocess.std))
+
+    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """``model(batch["input"])``; a batch with ``lengths`` (padded sequences) is cut to its
+        longest sequence and run with the padding masked in every layer (tasks/padding.py)."""
+        lengths = batch.get("lengths")
+        if lengths is None:
+            return model(batch["input"])
+        x = trim_to_longest(batch["input"], lengths)
+        return masked_forward(model, x, lengths)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = outputs.float()
@@ -189,17 +213,12 @@ class ClassificationTask(Task):
         return [{"classes": idx.tolist(), "probs": p.tolist()} for p, idx in zip(top.values, top.indices)]
 
     def load_input(self, path: str, run: dict[str, Any], invert: bool = False) -> Sample:
-        """An image file prepared as the run's training images were; ``invert``: dark ink on
-        light paper becomes light on dark (the digits' polarity) before that."""
-        from ..data import Preprocess
-        from ..data.samples import read_image
+        """A file prepared as the run's training inputs were, by the run's input reader
+        (``convnet.data.inputs``: an image, a .ts series, a WAV, a video clip); ``invert``: an
+        image's dark ink on light paper becomes light on dark (the digits' polarity) first."""
+        from ..data.inputs import read_input
 
-        pre = Preprocess.from_dict(run["data"]["preprocess"])
-        max_pixels = run.get("train", {}).get("data", {}).get("max_pixels", 0)
-        image, _ = read_image(path, "L" if pre.channels == 1 else "RGB", max_pixels, pre.source_size)
-        if invert:
-            image = 1.0 - image
-        return {"input": pre.from_image(image)[0], "path": path, "index": 0}
+        return {"input": read_input(path, run, invert=invert), "path": path, "index": 0}
 
     def describe(self, prediction: dict[str, Any], run: dict[str, Any], top_k: int | None = None) -> str:
         classes = run["data"]["classes"]
@@ -215,6 +234,14 @@ class ClassificationTask(Task):
 
     def summary_extra(self, evaluation: ClassificationMetrics) -> dict[str, Any]:
         return {"test_per_class": evaluation.per_class()}
+
+
+def data_dims(configured: int, data: Any) -> int:
+    """The spatial axes a model gets for ``data``: the configured number, except that the
+    config's default (2) yields to data of another rank (a 1-D time series, a 3-D clip), whose
+    preprocessing names one size per axis."""
+    rank = len(getattr(data.preprocess, "size", ()) or ())
+    return rank if configured == 2 and rank in (1, 3) else configured
 
 
 def stacked(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
