@@ -117,7 +117,7 @@ def test_relative_position_bias_resizes_for_other_grids():
 
 @pytest.mark.parametrize("name", sorted(COATNET_SPECS))
 def test_coatnet_counts_match_paper_table_4(name):
-    _, pinned, paper_m = COATNET_SPECS[name]
+    pinned, paper_m = COATNET_SPECS[name]["params"], COATNET_SPECS[name]["paper_m"]
     params = model_info(name)["params"]
     assert params == pinned
     # Table 4 gives millions: 25 / 42 / 75 / 168; ours are within 1% (CoAtNet-3: 166.9M, as timm's).

@@ -104,6 +104,12 @@ class TransformerBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, act_layer=act_layer, drop=drop)
         self.drop_path = DropPath(drop_path)
 
+    def zero_init_last(self) -> None:
+        """Start as the identity: both residual branches' output layers at zero."""
+        for layer in (self.attn.proj, self.mlp.fc2):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), bias))  # Eq. 2: x + MSA(LN(x))
         return x + self.drop_path(self.mlp(self.norm2(x)))  # Eq. 3: x + MLP(LN(x))

@@ -97,10 +97,16 @@ class AlexNetHead(nn.Module):
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(x).flatten(1)  # (B, C, *S) -> (B, C * pool_size^d)
-        if self.dropout_after_fc:
-            x = self.drop(self.act(self.fc2(self.drop(self.act(self.fc1(x))))))
-        else:
-            x = self.act(self.fc2(self.drop(self.act(self.fc1(self.drop(x))))))
+        if self.dropout_after_fc:  # the paper zeroes the outputs of fc6 and fc7 (§4.2)
+            x = self.act(self.fc1(x))  # fc6: (B, fc_width)
+            x = self.drop(x)
+            x = self.act(self.fc2(x))  # fc7
+            x = self.drop(x)
+        else:  # torchvision drops their inputs
+            x = self.drop(x)
+            x = self.act(self.fc1(x))  # fc6: (B, fc_width)
+            x = self.drop(x)
+            x = self.act(self.fc2(x))  # fc7
         return x if pre_logits else self.fc(x)
 
 
@@ -151,7 +157,7 @@ class AlexNet(ConvNetClassifier):
         # "accelerates the early stages of learning by providing the ReLUs with positive inputs".
         ones = {"stages.1.conv2.conv", "stages.2.conv4.conv", "stages.2.conv5.conv", "head.fc1", "head.fc2"}
         for name, m in self.named_modules():
-            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if isinstance(m, (nn.Linear, *L.CONV_TYPES)):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.constant_(m.bias, 1.0 if name in ones else 0.0)
 
@@ -165,20 +171,21 @@ _PAPER = ("Krizhevsky, Sutskever, Hinton. ImageNet Classification with Deep Conv
           "Networks. NIPS 2012")
 _TINY = {"widths": (8, 16, 16, 16, 16), "fc_width": 32, "pool_size": 2}
 
-ALEXNET_SPECS: dict[str, AlexNetSpec] = {
-    "alexnet": AlexNetSpec(),
+ALEXNET_SPECS: dict[str, dict] = {
+    # torchvision's single-tower layout: 64/192/384/256/256 kernels, no groups, no LRN; 63 is the
+    # least input its three pools allow.
+    "alexnet": dict(spec=AlexNetSpec(), reference_params=61_100_840, reference="torchvision.models.alexnet",
+                    paper=_PAPER + " (torchvision's single-tower layout, after Krizhevsky 2014, arXiv:1404.5997)",
+                    extra={"tiny": _TINY, "test_input": 64}),
     # §3.5 and Fig. 2: 96/256/384/384/256 kernels, the two-GPU split as groups, LRN, no padding
-    # in conv1 at the 227 input, the paper's dropout placement and initialisation.
-    "alexnet_original": AlexNetSpec(widths=(96, 256, 384, 384, 256), groups=(1, 2, 1, 2, 2),
-                                    stem_padding=0, lrn=True, dropout_after_fc=True, init="paper"),
+    # in conv1 at the 227 input (67 the least without it), the paper's dropout placement and init.
+    "alexnet_original": dict(spec=AlexNetSpec(widths=(96, 256, 384, 384, 256), groups=(1, 2, 1, 2, 2),
+                                              stem_padding=0, lrn=True, dropout_after_fc=True, init="paper"),
+                             input_size=227, reference_params=60_965_224, paper=_PAPER,
+                             reference="Krizhevsky et al. 2012 §3.5/Fig. 2 layer table, sum of K*(F*F*C/groups+1) "
+                                       "(paper: '60 million'; Caffe bvlc_alexnet: 60,965,224)",
+                             extra={"tiny": _TINY, "test_input": 67}),
 }
 
-register("alexnet", AlexNet, ALEXNET_SPECS["alexnet"], family="alexnet",
-         paper=_PAPER + " (torchvision's single-tower layout, after Krizhevsky 2014, arXiv:1404.5997)",
-         year=2012, reference_params=61_100_840, reference="torchvision.models.alexnet",
-         extra={"tiny": _TINY, "test_input": 64})  # 63 is the least input the three pools allow
-register("alexnet_original", AlexNet, ALEXNET_SPECS["alexnet_original"], family="alexnet", paper=_PAPER,
-         year=2012, input_size=227, reference_params=60_965_224,
-         reference="Krizhevsky et al. 2012 §3.5/Fig. 2 layer table, sum of K*(F*F*C/groups+1) "
-                   "(paper: '60 million'; Caffe bvlc_alexnet: 60,965,224)",
-         extra={"tiny": _TINY, "test_input": 67})  # least input without conv1 padding
+for _name, _row in ALEXNET_SPECS.items():
+    register(_name, AlexNet, family="alexnet", year=2012, **_row)

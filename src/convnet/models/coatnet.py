@@ -81,14 +81,23 @@ class RelAttentionBlock(nn.Module):
         self.mlp = Mlp(out_channels, int(out_channels * mlp_ratio), act_layer=act_layer)
         self.drop_path = L.DropPath(drop_path)
 
+    def zero_init_last(self) -> None:
+        """Start as the shortcut: both branches' output layers at zero."""
+        for layer in (self.attn.proj, self.mlp.fc2):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.shortcut(self.pool(x))  # (B, C_out, *S')
+        # Eq. 5: x <- Proj(Pool(x)) + Attention(Pool(Norm(x))), then x <- x + FFN(Norm(x)).
+        shortcut = self.shortcut(self.pool(x))  # Proj(Pool(x)): (B, C_out, *S')
         b, c, *grid = shortcut.shape
-        y = self.pool(self.norm1(x.movedim(1, -1)).movedim(-1, 1))  # Pool(Norm(x)): (B, C_in, *S')
+        y = self.norm1(x.movedim(1, -1)).movedim(-1, 1)  # LayerNorm over the channels: (B, C_in, *S)
+        y = self.pool(y)  # (B, C_in, *S')
         tokens = y.flatten(2).transpose(1, 2)  # (B, N, C_in)
-        x = shortcut.flatten(2).transpose(1, 2) + self.drop_path(self.attn(tokens, self.rel_pos(tuple(grid))))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))  # (B, N, C_out)
-        return x.transpose(1, 2).reshape(b, c, *grid)
+        attn = self.attn(tokens, self.rel_pos(tuple(grid)))  # relative attention (Eq. 3): (B, N, C_out)
+        x = shortcut.flatten(2).transpose(1, 2) + self.drop_path(attn)  # (B, N, C_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x.transpose(1, 2).reshape(b, c, *grid)  # (B, C_out, *S')
 
 
 class CoAtNetHead(nn.Module):
@@ -110,7 +119,10 @@ class CoAtNetHead(nn.Module):
         self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.pre_logits(self.norm(self.pool(x))))  # (B, C, *S) -> (B, C)
+        x = self.pool(x)  # (B, C, *S) -> (B, C)
+        x = self.norm(x)
+        x = self.pre_logits(x)  # linear + tanh, the same width
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
 
@@ -133,7 +145,8 @@ class CoAtNet(ConvNetClassifier):
                                                                act_layer=act))
         self.feature_info = [FeatureInfo(c0, 2, "stem")]
         channels, reduction = c0, 2
-        total, index = sum(spec.depths[1:]), 0
+        # Stochastic depth grows linearly with depth (Huang et al. 2016) over S1..S4's blocks.
+        drop_path_rates = iter(L.drop_path_rates(sum(spec.depths[1:]), drop_path_rate))
         self.stages = nn.ModuleList()
         for i, (kind, width, depth) in enumerate(zip(spec.block_types, spec.channels[1:], spec.depths[1:])):
             reduction *= 2
@@ -141,8 +154,7 @@ class CoAtNet(ConvNetClassifier):
             blocks: list[nn.Module] = []
             for j in range(depth):
                 stride = 2 if j == 0 else 1
-                # Stochastic depth grows linearly with depth (Huang et al. 2016).
-                dp = drop_path_rate * index / max(total - 1, 1)
+                dp = next(drop_path_rates)
                 if kind == "C":
                     blocks.append(L.InvertedResidual(
                         d, channels, width, 3, stride, expanded_channels=round(width * spec.expand_ratio),
@@ -152,7 +164,7 @@ class CoAtNet(ConvNetClassifier):
                                                     act, dp))
                 else:
                     raise ValueError(f"block_types entries must be 'C' (MBConv) or 'T' (transformer), got {kind!r}")
-                channels, index = width, index + 1
+                channels = width
             self.stages.append(Stage(blocks))
             self.feature_info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
         self.head = CoAtNetHead(channels, num_classes, drop_rate) if spec.pre_logits else \
@@ -169,15 +181,21 @@ _REF = ("no exact published count: Dai et al. 2021 Table 4 gives {}M (rounded), 
 # one block per stage, 8-channel heads.
 _TINY = {"channels": (8, 8, 16, 16, 32), "depths": (2, 1, 1, 1, 1), "head_dim": 8, "img_size": 32}
 
-# name: (spec, exact params of this layout, the paper's rounded figure in M). Table 3: widths and
-# depths of S0..S4. CoAtNet-2's S4 width is printed as 1026 in Table 3 (heads: 1026 // 32 = 32).
-COATNET_SPECS: dict[str, tuple[CoAtNetSpec, int, int]] = {
-    "coatnet_0": (CoAtNetSpec((64, 96, 192, 384, 768), (2, 2, 3, 5, 2)), 25_011_572, 25),
-    "coatnet_1": (CoAtNetSpec((64, 96, 192, 384, 768), (2, 2, 6, 14, 2)), 42_199_952, 42),
-    "coatnet_2": (CoAtNetSpec((128, 128, 256, 512, 1026), (2, 2, 6, 14, 2)), 74_733_448, 75),
-    "coatnet_3": (CoAtNetSpec((192, 192, 384, 768, 1536), (2, 2, 6, 14, 2)), 166_890_232, 168),
+# Table 3: widths and depths of S0..S4; params: the exact count of this layout (ours), paper_m:
+# Table 4's rounded figure in millions.
+COATNET_SPECS: dict[str, dict] = {
+    "coatnet_0": dict(spec=CoAtNetSpec(channels=(64, 96, 192, 384, 768), depths=(2, 2, 3, 5, 2)),  # CoAtNet-0
+                      params=25_011_572, paper_m=25),
+    "coatnet_1": dict(spec=CoAtNetSpec(channels=(64, 96, 192, 384, 768), depths=(2, 2, 6, 14, 2)),  # CoAtNet-1
+                      params=42_199_952, paper_m=42),
+    # CoAtNet-2: S4's width is printed as 1026 in Table 3 (heads: 1026 // 32 = 32).
+    "coatnet_2": dict(spec=CoAtNetSpec(channels=(128, 128, 256, 512, 1026), depths=(2, 2, 6, 14, 2)),
+                      params=74_733_448, paper_m=75),
+    "coatnet_3": dict(spec=CoAtNetSpec(channels=(192, 192, 384, 768, 1536), depths=(2, 2, 6, 14, 2)),  # CoAtNet-3
+                      params=166_890_232, paper_m=168),
 }
 
-for _name, (_spec, _params, _paper_m) in COATNET_SPECS.items():
-    register(_name, CoAtNet, _spec, family="coatnet", paper=_PAPER, year=2021, reference_params=None,
-             reference=_REF.format(_paper_m), extra={"tiny": _TINY, "test_input": 64, "paper_params_m": _paper_m})
+for _name, _row in COATNET_SPECS.items():
+    register(_name, CoAtNet, _row["spec"], family="coatnet", paper=_PAPER, year=2021, reference_params=None,
+             reference=_REF.format(_row["paper_m"]),
+             extra={"tiny": _TINY, "test_input": 64, "paper_params_m": _row["paper_m"]})

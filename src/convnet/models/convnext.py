@@ -87,9 +87,18 @@ class ConvNeXtBlock(nn.Module):
         self.shortcut = _shortcut(d, in_channels, out_channels, stride, s.norm_layer)
         self.act = L.get_act(s.act_layer) if all_acts else nn.Identity()
 
+    def zero_init_last(self) -> None:
+        """Start as the identity (after the activation, where the path has one)."""
+        _zero_last(self.layer_scale, self.project)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.project(self.grn(self.expand(self.depthwise(x))))
-        return self.act(self.drop_path(self.layer_scale(branch)) + self.shortcut(x))
+        out = self.depthwise(x)  # kxk depthwise conv and the block's one norm: (B, C_in, *S / stride)
+        out = self.expand(out)  # 1x1 to the inverted bottleneck's width, GELU: (B, mid, *S')
+        out = self.grn(out)  # ConvNeXt V2's global response norm (identity in V1)
+        out = self.project(out)  # 1x1 back: (B, C_out, *S')
+        out = self.layer_scale(out)
+        out = self.drop_path(out)
+        return self.act(out + self.shortcut(x))
 
 
 class BottleneckBlock(nn.Module):
@@ -112,9 +121,28 @@ class BottleneckBlock(nn.Module):
         self.shortcut = _shortcut(d, in_channels, out_channels, stride, s.norm_layer)
         self.act = L.get_act(s.act_layer)
 
+    def zero_init_last(self) -> None:
+        """Start as the identity (after the activation that follows the addition)."""
+        _zero_last(self.layer_scale, self.conv3)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.conv3(self.conv2(self.conv1(x)))
-        return self.act(self.drop_path(self.layer_scale(branch)) + self.shortcut(x))
+        out = self.conv1(x)  # 1x1: (B, mid, *S)
+        out = self.conv2(out)  # kxk, dense or depthwise, strided: (B, mid, *S / stride)
+        out = self.conv3(out)  # 1x1: (B, C_out, *S / stride), no activation before the add
+        out = self.layer_scale(out)
+        out = self.drop_path(out)
+        return self.act(out + self.shortcut(x))
+
+
+def _zero_last(layer_scale: nn.Module, last: L.ConvNormAct) -> None:
+    # The branch's last scale: the layer scale, else the last norm's weight, else the last conv's
+    # weight (biases start at zero in every initialisation here).
+    if isinstance(layer_scale, L.LayerScale):
+        nn.init.zeros_(layer_scale.gamma)
+    elif getattr(last.norm, "weight", None) is not None:
+        nn.init.zeros_(last.norm.weight)
+    else:
+        nn.init.zeros_(last.conv.weight)
 
 
 def _shortcut(spatial_dims: int, in_channels: int, out_channels: int, stride: int, norm_layer: str) -> nn.Module:
@@ -150,7 +178,9 @@ class NormClassifierHead(ClassifierHead):
         self.norm = L.norm(norm_layer, 1, in_features)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.norm(self.pool(x)))  # (B, C, *S) -> (B, C)
+        x = self.pool(x)  # (B, C, *S) -> (B, C)
+        x = self.norm(x)
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
 
@@ -180,12 +210,11 @@ class ConvNeXt(ConvNetClassifier):
             self.stem = L.ConvNormAct(d, in_channels, stem_width, 4, 4, padding=0, norm_layer=spec.norm_layer,
                                       act_layer=stem_act, bias=True)
         else:
-            self.stem = nn.Sequential()
-            self.stem.add_module("conv", L.ConvNormAct(d, in_channels, stem_width, 7, 2, norm_layer=spec.norm_layer,
-                                                       act_layer=stem_act))
-            self.stem.add_module("pool", L.max_pool(d, 3, 2, 1))
+            self.stem = L.resnet_stem(d, in_channels, stem_width, norm_layer=spec.norm_layer, act_layer=stem_act)
         block_cls = BLOCKS[spec.block]
-        total, index, channels, reduction = sum(spec.depths), 0, stem_width, 4
+        # Stochastic depth grows linearly with depth (Huang et al. 2016), as the reference.
+        drop_path_rates = iter(L.drop_path_rates(sum(spec.depths), drop_path_rate))
+        channels, reduction = stem_width, 4
         self.stages, self.feature_info = nn.ModuleList(), []
         for i, (depth, dim) in enumerate(zip(spec.depths, spec.dims)):
             stride = 1 if i == 0 else 2
@@ -198,10 +227,8 @@ class ConvNeXt(ConvNetClassifier):
                 channels, stride = dim, 1
             blocks = []
             for j in range(depth):
-                # Stochastic depth grows linearly with depth (Huang et al. 2016), as the reference.
-                dp = drop_path_rate * index / max(total - 1, 1)
-                blocks.append(block_cls(d, channels, dim, stride if j == 0 else 1, spec, dp))
-                channels, index = dim, index + 1
+                blocks.append(block_cls(d, channels, dim, stride if j == 0 else 1, spec, next(drop_path_rates)))
+                channels = dim
             reduction *= 2 if i > 0 else 1
             self.stages.append(ConvNeXtStage(downsample, blocks))
             self.feature_info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
@@ -215,7 +242,7 @@ class ConvNeXt(ConvNetClassifier):
     def _init_weights(self) -> None:
         # The reference initialisation: truncated normal (std 0.02) weights, zero biases.
         for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            if isinstance(m, (*L.CONV_TYPES, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -229,23 +256,24 @@ _RESNET50 = ConvNeXtSpec(depths=(3, 4, 6, 3), dims=(256, 512, 1024, 2048), kerne
                          stem="resnet", stem_width=64, block="bottleneck", mlp_ratio=0.25, depthwise=False,
                          act_layer="relu", norm_layer="batch", activations="all", norms="all", downsample="block")
 
-# (step name, the change to the previous step, Fig. 2's GFLOPs (multiply-adds) at 224).
-_PATH_CHANGES: tuple[tuple[str, dict, float], ...] = (
-    ("resnet50", {}, 4.1),
-    ("stage_ratio", dict(depths=(3, 3, 9, 3)), 4.5),  # §2.2 "changing stage compute ratio"
-    ("patchify_stem", dict(stem="patchify"), 4.4),  # §2.2 4x4/4 stem
-    ("depthwise", dict(depthwise=True), 2.4),  # §2.3 ResNeXt-ify: groups = channels
-    ("width_96", dict(dims=(384, 768, 1536, 3072), stem_width=96), 5.3),  # §2.3: bottleneck width 64 -> 96
-    ("inverted_bottleneck", dict(dims=(96, 192, 384, 768), stem_width=0, mlp_ratio=4.0), 4.6),  # §2.4, Fig. 3b
-    ("move_up_dwconv", dict(block="convnext"), 4.1),  # §2.5, Fig. 3c
-    ("kernel_7", dict(kernel_size=7), 4.2),  # §2.5
-    ("gelu", dict(act_layer="gelu"), 4.2),  # §2.6
-    ("fewer_activations", dict(activations="one"), 4.2),  # §2.6
-    ("fewer_norms", dict(norms="one"), 4.2),  # §2.6
-    ("layer_norm", dict(norm_layer="layer"), 4.2),  # §2.6 BN -> LN
+# step name: the change to the previous step, and Fig. 2's GFLOPs (multiply-adds) at 224.
+_PATH_CHANGES: dict[str, dict] = {
+    "resnet50": dict(change={}, gflops=4.1),  # the start
+    "stage_ratio": dict(change=dict(depths=(3, 3, 9, 3)), gflops=4.5),  # §2.2 "changing stage compute ratio"
+    "patchify_stem": dict(change=dict(stem="patchify"), gflops=4.4),  # §2.2 4x4/4 stem
+    "depthwise": dict(change=dict(depthwise=True), gflops=2.4),  # §2.3 ResNeXt-ify: groups = channels
+    "width_96": dict(change=dict(dims=(384, 768, 1536, 3072), stem_width=96), gflops=5.3),  # §2.3: width 64 -> 96
+    "inverted_bottleneck": dict(change=dict(dims=(96, 192, 384, 768), stem_width=0, mlp_ratio=4.0),
+                                gflops=4.6),  # §2.4, Fig. 3b
+    "move_up_dwconv": dict(change=dict(block="convnext"), gflops=4.1),  # §2.5, Fig. 3c
+    "kernel_7": dict(change=dict(kernel_size=7), gflops=4.2),  # §2.5
+    "gelu": dict(change=dict(act_layer="gelu"), gflops=4.2),  # §2.6
+    "fewer_activations": dict(change=dict(activations="one"), gflops=4.2),  # §2.6
+    "fewer_norms": dict(change=dict(norms="one"), gflops=4.2),  # §2.6
+    "layer_norm": dict(change=dict(norm_layer="layer"), gflops=4.2),  # §2.6 BN -> LN
     # §2.6: separate downsampling layers (and the training recipe's layer scale, §2.1): ConvNeXt-T.
-    ("separate_downsampling", dict(downsample="separate", layer_scale=1e-6), 4.5),
-)
+    "separate_downsampling": dict(change=dict(downsample="separate", layer_scale=1e-6), gflops=4.5),
+}
 
 
 def modernisation_path() -> list[tuple[str, ConvNeXtSpec, float]]:
@@ -257,9 +285,9 @@ def modernisation_path() -> list[tuple[str, ConvNeXtSpec, float]]:
     exactly torchvision's ResNet-50 and the last is exactly ``convnext_tiny``.
     """
     steps, spec = [], _RESNET50
-    for name, change, gflops in _PATH_CHANGES:
-        spec = dataclasses.replace(spec, **change)
-        steps.append((name, spec, gflops))
+    for name, row in _PATH_CHANGES.items():
+        spec = dataclasses.replace(spec, **row["change"])
+        steps.append((name, spec, row["gflops"]))
     return steps
 
 
@@ -274,35 +302,49 @@ _TIMM = "timm.models.convnext"
 _TINY = dict(depths=(1, 1, 1, 1), dims=(8, 16, 16, 16))
 _TINY_PATH = dict(depths=(1, 1, 1, 1), dims=(16, 16, 32, 32), stem_width=8)
 
-# Liu et al. 2022 Table 1 / §3 (depths, dims); counts of torchvision (t/s/b/l) and timm (xl).
-CONVNEXT_SPECS: dict[str, tuple[ConvNeXtSpec, int, str]] = {
-    "convnext_tiny": (ConvNeXtSpec((3, 3, 9, 3), (96, 192, 384, 768)), 28_589_128, _TV),
-    "convnext_small": (ConvNeXtSpec((3, 3, 27, 3), (96, 192, 384, 768)), 50_223_688, _TV),
-    "convnext_base": (ConvNeXtSpec((3, 3, 27, 3), (128, 256, 512, 1024)), 88_591_464, _TV),
-    "convnext_large": (ConvNeXtSpec((3, 3, 27, 3), (192, 384, 768, 1536)), 197_767_336, _TV),
-    "convnext_xlarge": (ConvNeXtSpec((3, 3, 27, 3), (256, 512, 1024, 2048)), 350_196_968, f"{_TIMM} (convnext_xlarge)"),
+# Liu et al. 2022 Table 1 / §3 (depths C, dims B of "C = (...), B = (...)"); counts of
+# torchvision (T/S/B/L) and timm (XL).
+CONVNEXT_SPECS: dict[str, dict] = {
+    "convnext_tiny": dict(spec=ConvNeXtSpec(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),  # ConvNeXt-T
+                          reference_params=28_589_128, reference=_TV),
+    "convnext_small": dict(spec=ConvNeXtSpec(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),  # ConvNeXt-S
+                           reference_params=50_223_688, reference=_TV),
+    "convnext_base": dict(spec=ConvNeXtSpec(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),  # ConvNeXt-B
+                          reference_params=88_591_464, reference=_TV),
+    "convnext_large": dict(spec=ConvNeXtSpec(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536)),  # ConvNeXt-L
+                           reference_params=197_767_336, reference=_TV),
+    "convnext_xlarge": dict(spec=ConvNeXtSpec(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048)),  # ConvNeXt-XL
+                            reference_params=350_196_968, reference=f"{_TIMM} (convnext_xlarge)"),
 }
 
-# Woo et al. 2023 Table 8 (depths, dims); counts of timm's convnextv2_* models.
+# Woo et al. 2023 Table 8 (depths, dims), with GRN and without layer scale; counts of timm's
+# convnextv2_* models.
 _V2 = dict(layer_scale=0.0, grn=True)
-CONVNEXTV2_SPECS: dict[str, tuple[ConvNeXtSpec, int]] = {
-    "convnextv2_atto": (ConvNeXtSpec((2, 2, 6, 2), (40, 80, 160, 320), **_V2), 3_708_400),
-    "convnextv2_femto": (ConvNeXtSpec((2, 2, 6, 2), (48, 96, 192, 384), **_V2), 5_233_240),
-    "convnextv2_pico": (ConvNeXtSpec((2, 2, 6, 2), (64, 128, 256, 512), **_V2), 9_066_280),
-    "convnextv2_nano": (ConvNeXtSpec((2, 2, 8, 2), (80, 160, 320, 640), **_V2), 15_623_800),
-    "convnextv2_tiny": (ConvNeXtSpec((3, 3, 9, 3), (96, 192, 384, 768), **_V2), 28_635_496),
-    "convnextv2_base": (ConvNeXtSpec((3, 3, 27, 3), (128, 256, 512, 1024), **_V2), 88_717_800),
-    "convnextv2_large": (ConvNeXtSpec((3, 3, 27, 3), (192, 384, 768, 1536), **_V2), 197_956_840),
-    "convnextv2_huge": (ConvNeXtSpec((3, 3, 27, 3), (352, 704, 1408, 2816), **_V2), 660_289_640),
+CONVNEXTV2_SPECS: dict[str, dict] = {
+    "convnextv2_atto": dict(spec=ConvNeXtSpec(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), **_V2),  # A
+                            reference_params=3_708_400),
+    "convnextv2_femto": dict(spec=ConvNeXtSpec(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), **_V2),  # F
+                             reference_params=5_233_240),
+    "convnextv2_pico": dict(spec=ConvNeXtSpec(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), **_V2),  # P
+                            reference_params=9_066_280),
+    "convnextv2_nano": dict(spec=ConvNeXtSpec(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), **_V2),  # N
+                            reference_params=15_623_800),
+    "convnextv2_tiny": dict(spec=ConvNeXtSpec(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), **_V2),  # T
+                            reference_params=28_635_496),
+    "convnextv2_base": dict(spec=ConvNeXtSpec(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), **_V2),  # B
+                            reference_params=88_717_800),
+    "convnextv2_large": dict(spec=ConvNeXtSpec(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), **_V2),  # L
+                             reference_params=197_956_840),
+    "convnextv2_huge": dict(spec=ConvNeXtSpec(depths=(3, 3, 27, 3), dims=(352, 704, 1408, 2816), **_V2),  # H
+                            reference_params=660_289_640),
 }
 
-for _name, (_spec, _params, _ref) in CONVNEXT_SPECS.items():
-    register(_name, ConvNeXt, _spec, family="convnext", paper=_PAPER, year=2022, reference_params=_params,
-             reference=_ref, extra={"tiny": _TINY})
+for _name, _row in CONVNEXT_SPECS.items():
+    register(_name, ConvNeXt, family="convnext", paper=_PAPER, year=2022, extra={"tiny": _TINY}, **_row)
 
-for _name, (_spec, _params) in CONVNEXTV2_SPECS.items():
-    register(_name, ConvNeXt, _spec, family="convnextv2", paper=_PAPER_V2, year=2023, reference_params=_params,
-             reference=f"{_TIMM} ({_name})", extra={"tiny": _TINY})
+for _name, _row in CONVNEXTV2_SPECS.items():
+    register(_name, ConvNeXt, family="convnextv2", paper=_PAPER_V2, year=2023, reference=f"{_TIMM} ({_name})",
+             extra={"tiny": _TINY}, **_row)
 
 # The path's steps before ConvNeXt-T itself; only step 0 has a reference count (ResNet-50's).
 for _i, (_step, _spec, _gflops) in enumerate(modernisation_path()[:-1]):

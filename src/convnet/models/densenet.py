@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -172,18 +173,15 @@ class DenseNet(ConvNetClassifier):
         self.spatial_dims = d = L.check_dims(spatial_dims)
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.stem = nn.Sequential()
         if spec.stem == "imagenet":
             # Table 1: 7x7 conv, stride 2, then 3x3 max pool, stride 2 (as ResNet's stem).
-            self.stem.add_module("conv", L.ConvNormAct(d, in_channels, spec.stem_width, 7, 2,
-                                                       norm_layer=norm_layer, act_layer=act_layer))
-            self.stem.add_module("pool", L.max_pool(d, 3, 2, 1))
+            self.stem = L.resnet_stem(d, in_channels, spec.stem_width, norm_layer=norm_layer, act_layer=act_layer)
             reduction = 4
         else:
             # §3 "Implementation details": one 3x3 convolution; no BN-ReLU, the first dense
             # layer's pre-activation normalises it (authors' densenet.lua, bias removed).
-            self.stem.add_module("conv", L.ConvNormAct(d, in_channels, spec.stem_width, 3, 1, norm_layer=None,
-                                                       act_layer=None, bias=False))
+            self.stem = nn.Sequential(OrderedDict(conv=L.ConvNormAct(d, in_channels, spec.stem_width, 3, 1,
+                                                                     norm_layer=None, act_layer=None, bias=False)))
             reduction = 1
         channels = spec.stem_width
         self.stages = nn.ModuleList()
@@ -242,13 +240,16 @@ _TV = "torchvision.models.densenet"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
-# ImageNet, Table 1 (DenseNet-BC, k=32; densenet161 k=48 with a 96-map stem); counts from
-# torchvision's reference implementation.
-DENSENET_SPECS: dict[str, tuple[DenseNetSpec, int]] = {
-    "densenet121": (DenseNetSpec(32, (6, 12, 24, 16), 64), 7_978_856),
-    "densenet169": (DenseNetSpec(32, (6, 12, 32, 32), 64), 14_149_480),
-    "densenet201": (DenseNetSpec(32, (6, 12, 48, 32), 64), 20_013_928),
-    "densenet161": (DenseNetSpec(48, (6, 12, 36, 24), 96), 28_681_000),
+# ImageNet, Table 1 (DenseNet-BC); counts from torchvision's reference implementation.
+DENSENET_SPECS: dict[str, dict] = {
+    "densenet121": dict(spec=DenseNetSpec(growth_rate=32, depths=(6, 12, 24, 16), stem_width=64),  # k = 32
+                        reference_params=7_978_856),
+    "densenet169": dict(spec=DenseNetSpec(growth_rate=32, depths=(6, 12, 32, 32), stem_width=64),  # k = 32
+                        reference_params=14_149_480),
+    "densenet201": dict(spec=DenseNetSpec(growth_rate=32, depths=(6, 12, 48, 32), stem_width=64),  # k = 32
+                        reference_params=20_013_928),
+    "densenet161": dict(spec=DenseNetSpec(growth_rate=48, depths=(6, 12, 36, 24), stem_width=96),  # k = 48, 2k stem
+                        reference_params=28_681_000),
 }
 
 # CIFAR, Table 2 (10 classes, 32x32): three blocks of (L - 4) / 3 layers, halved for the
@@ -256,16 +257,22 @@ DENSENET_SPECS: dict[str, tuple[DenseNetSpec, int]] = {
 # Table 2 rounds the counts (0.8M, 15.3M, 1.0M); the exact ones are derived layer by layer in
 # tests/test_densenet.py and the BC-100 one equals osmr/imgclsmob's DenseNet-BC-100 (k=12)
 # CIFAR-10 table (769,162).
-CIFAR_SPECS: dict[str, tuple[DenseNetSpec, int, str]] = {
+CIFAR_SPECS: dict[str, dict] = {
     # DenseNet-BC, L=100, k=12: 0.8M in Table 2.
-    "densenet_bc100_cifar": (DenseNetSpec(12, (16, 16, 16), 24, 4, 0.5, "cifar"), 769_162,
-                             "Table 2 (0.8M); exact: osmr/imgclsmob CIFAR-10 table, derived in tests"),
+    "densenet_bc100_cifar": dict(spec=DenseNetSpec(growth_rate=12, depths=(16, 16, 16), stem_width=24, bn_size=4,
+                                                   compression=0.5, stem="cifar"),
+                                 reference_params=769_162,
+                                 reference="Table 2 (0.8M); exact: osmr/imgclsmob CIFAR-10 table, derived in tests"),
     # DenseNet-BC, L=250, k=24: 15.3M in Table 2.
-    "densenet_bc250_cifar": (DenseNetSpec(24, (41, 41, 41), 48, 4, 0.5, "cifar"), 15_324_406,
-                             "Table 2 (15.3M); exact count derived layer by layer in tests"),
+    "densenet_bc250_cifar": dict(spec=DenseNetSpec(growth_rate=24, depths=(41, 41, 41), stem_width=48, bn_size=4,
+                                                   compression=0.5, stem="cifar"),
+                                 reference_params=15_324_406,
+                                 reference="Table 2 (15.3M); exact count derived layer by layer in tests"),
     # DenseNet, L=40, k=12, no bottleneck, no compression, 16-map stem (§3): 1.0M in Table 2.
-    "densenet40_cifar": (DenseNetSpec(12, (12, 12, 12), 16, 0, 1.0, "cifar"), 1_019_722,
-                         "Table 2 (1.0M); exact count derived layer by layer in tests"),
+    "densenet40_cifar": dict(spec=DenseNetSpec(growth_rate=12, depths=(12, 12, 12), stem_width=16, bn_size=0,
+                                               compression=1.0, stem="cifar"),
+                             reference_params=1_019_722,
+                             reference="Table 2 (1.0M); exact count derived layer by layer in tests"),
 }
 
 
@@ -273,11 +280,10 @@ def _tiny(spec: DenseNetSpec) -> dict:
     return {"growth_rate": 4, "stem_width": 8, "depths": (1,) * len(spec.depths), "bn_size": min(spec.bn_size, 2)}
 
 
-for _name, (_spec, _params) in DENSENET_SPECS.items():
-    register(_name, DenseNet, _spec, family="densenet", paper=_PAPER, year=2017, reference_params=_params,
-             reference=_TV, extra={"tiny": _tiny(_spec)})
+for _name, _row in DENSENET_SPECS.items():
+    register(_name, DenseNet, family="densenet", paper=_PAPER, year=2017, reference=_TV,
+             extra={"tiny": _tiny(_row["spec"])}, **_row)
 
-for _name, (_spec, _params, _ref) in CIFAR_SPECS.items():
-    register(_name, DenseNet, _spec, family="densenet", paper=_PAPER, year=2017, num_classes=10,
-             input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD, reference_params=_params, reference=_ref,
-             extra={"tiny": _tiny(_spec)})
+for _name, _row in CIFAR_SPECS.items():
+    register(_name, DenseNet, family="densenet", paper=_PAPER, year=2017, num_classes=10, input_size=32,
+             mean=CIFAR_MEAN, std=CIFAR_STD, extra={"tiny": _tiny(_row["spec"])}, **_row)

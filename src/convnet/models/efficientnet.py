@@ -91,16 +91,16 @@ class EfficientNetSpec:
                                    width_mult=1.0, depth_mult=1.0)
 
 
-# Table 1 of Tan & Le 2019: EfficientNet-B0 (MBConv1 k3x3 16 x1, MBConv6 k3x3 24 x2, ...).
+# Table 1 of Tan & Le 2019: EfficientNet-B0's stages 2-8 (stage 1 is the stem, 9 the head).
 _MB = "mbconv"
 B0_STAGES = (
-    MBStage(_MB, 1, 3, 1, 16, 1),
-    MBStage(_MB, 6, 3, 2, 24, 2),
-    MBStage(_MB, 6, 5, 2, 40, 2),
-    MBStage(_MB, 6, 3, 2, 80, 3),
-    MBStage(_MB, 6, 5, 1, 112, 3),
-    MBStage(_MB, 6, 5, 2, 192, 4),
-    MBStage(_MB, 6, 3, 1, 320, 1),
+    MBStage(_MB, expand_ratio=1, kernel_size=3, stride=1, out_channels=16, layers=1),  # MBConv1, k3x3, 112^2
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=2, out_channels=24, layers=2),  # MBConv6, k3x3, 112^2
+    MBStage(_MB, expand_ratio=6, kernel_size=5, stride=2, out_channels=40, layers=2),  # MBConv6, k5x5, 56^2
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=2, out_channels=80, layers=3),  # MBConv6, k3x3, 28^2
+    MBStage(_MB, expand_ratio=6, kernel_size=5, stride=1, out_channels=112, layers=3),  # MBConv6, k5x5, 14^2
+    MBStage(_MB, expand_ratio=6, kernel_size=5, stride=2, out_channels=192, layers=4),  # MBConv6, k5x5, 14^2
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=1, out_channels=320, layers=1),  # MBConv6, k3x3, 7^2
 )
 EFFICIENTNET_B0 = EfficientNetSpec(B0_STAGES)
 
@@ -225,15 +225,15 @@ class EfficientNet(ConvNetClassifier):
 
         self.stem = L.ConvNormAct(d, in_channels, s.stem_width, 3, 2, norm_layer=norm_fn, act_layer=act_layer)
         channels, reduction = s.stem_width, 2
-        total, index = sum(r.layers for r in s.stages), 0
+        # torchvision's rule: block i of n drops with drop_path_rate * i / n (the last below the rate).
+        drop_path_rates = iter(L.drop_path_rates(sum(r.layers for r in s.stages), drop_path_rate, endpoint=False))
         self.stages, self.feature_info = nn.ModuleList(), []
         for i, row in enumerate(s.stages):
             blocks = []
             for j in range(row.layers):
                 stride = row.stride if j == 0 else 1
-                blocks.append(_block(d, row, channels, stride, s, act_layer, norm_layer,
-                                     drop_path_rate * index / total))
-                channels, index = row.out_channels, index + 1
+                blocks.append(_block(d, row, channels, stride, s, act_layer, norm_layer, next(drop_path_rates)))
+                channels = row.out_channels
             reduction *= row.stride
             self.stages.append(Stage(blocks))
             self.feature_info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
@@ -261,57 +261,85 @@ class EfficientNet(ConvNetClassifier):
 
 # -- EfficientNetV2 (Tan & Le 2021) --------------------------------------------------------------
 _F = "fused"
-# Table 4: V2-S. Conv3x3 24/2; Fused-MBConv1 k3 24 x2; Fused-MBConv4 k3 48/2 x4; Fused-MBConv4
-# k3 64/2 x4; MBConv4 SE0.25 k3 128/2 x6; MBConv6 SE0.25 k3 160 x9; MBConv6 SE0.25 k3 256/2 x15;
-# Conv1x1 1280. BN eps 1e-3 (torchvision).
-V2_S = EfficientNetSpec((MBStage(_F, 1, 3, 1, 24, 2), MBStage(_F, 4, 3, 2, 48, 4), MBStage(_F, 4, 3, 2, 64, 4),
-                         MBStage(_MB, 4, 3, 2, 128, 6), MBStage(_MB, 6, 3, 1, 160, 9),
-                         MBStage(_MB, 6, 3, 2, 256, 15)),
-                        stem_width=24, head_width=1280, drop_rate=0.2, norm_eps=1e-3)
+# Table 4: V2-S, after a Conv3x3 stem of 24 and before a Conv1x1 head of 1280. BN eps 1e-3 (torchvision).
+V2_S = EfficientNetSpec((
+    MBStage(_F, expand_ratio=1, kernel_size=3, stride=1, out_channels=24, layers=2),  # Fused-MBConv1, k3x3
+    MBStage(_F, expand_ratio=4, kernel_size=3, stride=2, out_channels=48, layers=4),  # Fused-MBConv4, k3x3
+    MBStage(_F, expand_ratio=4, kernel_size=3, stride=2, out_channels=64, layers=4),  # Fused-MBConv4, k3x3
+    MBStage(_MB, expand_ratio=4, kernel_size=3, stride=2, out_channels=128, layers=6),  # MBConv4, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=1, out_channels=160, layers=9),  # MBConv6, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=2, out_channels=256, layers=15),  # MBConv6, SE0.25
+), stem_width=24, head_width=1280, drop_rate=0.2, norm_eps=1e-3)
 # V2-M and V2-L: the authors' effnetv2_configs.py (not tabulated in the paper), as torchvision.
-V2_M = EfficientNetSpec((MBStage(_F, 1, 3, 1, 24, 3), MBStage(_F, 4, 3, 2, 48, 5), MBStage(_F, 4, 3, 2, 80, 5),
-                         MBStage(_MB, 4, 3, 2, 160, 7), MBStage(_MB, 6, 3, 1, 176, 14),
-                         MBStage(_MB, 6, 3, 2, 304, 18), MBStage(_MB, 6, 3, 1, 512, 5)),
-                        stem_width=24, head_width=1280, drop_rate=0.3, norm_eps=1e-3)
-V2_L = EfficientNetSpec((MBStage(_F, 1, 3, 1, 32, 4), MBStage(_F, 4, 3, 2, 64, 7), MBStage(_F, 4, 3, 2, 96, 7),
-                         MBStage(_MB, 4, 3, 2, 192, 10), MBStage(_MB, 6, 3, 1, 224, 19),
-                         MBStage(_MB, 6, 3, 2, 384, 25), MBStage(_MB, 6, 3, 1, 640, 7)),
-                        stem_width=32, head_width=1280, drop_rate=0.4, norm_eps=1e-3)
+V2_M = EfficientNetSpec((
+    MBStage(_F, expand_ratio=1, kernel_size=3, stride=1, out_channels=24, layers=3),  # Fused-MBConv1
+    MBStage(_F, expand_ratio=4, kernel_size=3, stride=2, out_channels=48, layers=5),  # Fused-MBConv4
+    MBStage(_F, expand_ratio=4, kernel_size=3, stride=2, out_channels=80, layers=5),  # Fused-MBConv4
+    MBStage(_MB, expand_ratio=4, kernel_size=3, stride=2, out_channels=160, layers=7),  # MBConv4, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=1, out_channels=176, layers=14),  # MBConv6, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=2, out_channels=304, layers=18),  # MBConv6, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=1, out_channels=512, layers=5),  # MBConv6, SE0.25
+), stem_width=24, head_width=1280, drop_rate=0.3, norm_eps=1e-3)
+V2_L = EfficientNetSpec((
+    MBStage(_F, expand_ratio=1, kernel_size=3, stride=1, out_channels=32, layers=4),  # Fused-MBConv1
+    MBStage(_F, expand_ratio=4, kernel_size=3, stride=2, out_channels=64, layers=7),  # Fused-MBConv4
+    MBStage(_F, expand_ratio=4, kernel_size=3, stride=2, out_channels=96, layers=7),  # Fused-MBConv4
+    MBStage(_MB, expand_ratio=4, kernel_size=3, stride=2, out_channels=192, layers=10),  # MBConv4, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=1, out_channels=224, layers=19),  # MBConv6, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=2, out_channels=384, layers=25),  # MBConv6, SE0.25
+    MBStage(_MB, expand_ratio=6, kernel_size=3, stride=1, out_channels=640, layers=7),  # MBConv6, SE0.25
+), stem_width=32, head_width=1280, drop_rate=0.4, norm_eps=1e-3)
 
 _PAPER = "Tan, Le. EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks. ICML 2019"
 _PAPER_V2 = "Tan, Le. EfficientNetV2: Smaller Models and Faster Training. ICML 2021"
 _TV = "torchvision.models.efficientnet"
 
-# B1-B7 = compound_scale(phi, base=B0): the released (w, d, resolution, dropout). torchvision
-# uses BN eps 1e-3 / momentum 0.01 (TF's 0.99) for B5-B7, its B0-B4 keep PyTorch's defaults.
-_TF_BN = {"norm_eps": 1e-3, "norm_momentum": 0.01}
-# name: (spec, resolution, reference_params of torchvision)
-EFFICIENTNET_SPECS: dict[str, tuple[EfficientNetSpec, int, int]] = {}
-for _phi, _params in enumerate((5_288_548, 7_794_184, 9_109_994, 12_233_232, 19_341_616, 30_389_784,
-                                43_040_704, 66_347_960)):
-    _scaling = compound_scale(_phi, base=EFFICIENTNET_B0)
-    _spec = dataclasses.replace(_scaling.spec, **_TF_BN) if _phi >= 5 else _scaling.spec
-    EFFICIENTNET_SPECS[f"efficientnet_b{_phi}"] = (_spec, _scaling.resolution, _params)
+
+def _scaled_b0(phi: int) -> dict:
+    """B0 scaled by compound_scale(phi) with the released coefficients, at their resolution.
+    torchvision uses BN eps 1e-3 / momentum 0.01 (TF's 0.99) for B5-B7; B0-B4 keep PyTorch's."""
+    scaling = compound_scale(phi, base=EFFICIENTNET_B0)
+    spec = scaling.spec if phi < 5 else dataclasses.replace(scaling.spec, norm_eps=1e-3, norm_momentum=0.01)
+    return dict(spec=spec, input_size=scaling.resolution)
+
+
+# B0-B7 = compound_scale(phi, base=B0); reference_params: torchvision's counts.
+EFFICIENTNET_SPECS: dict[str, dict] = {
+    "efficientnet_b0": dict(**_scaled_b0(0), reference_params=5_288_548),  # w 1.0, d 1.0, 224
+    "efficientnet_b1": dict(**_scaled_b0(1), reference_params=7_794_184),  # w 1.0, d 1.1, 240
+    "efficientnet_b2": dict(**_scaled_b0(2), reference_params=9_109_994),  # w 1.1, d 1.2, 260
+    "efficientnet_b3": dict(**_scaled_b0(3), reference_params=12_233_232),  # w 1.2, d 1.4, 300
+    "efficientnet_b4": dict(**_scaled_b0(4), reference_params=19_341_616),  # w 1.4, d 1.8, 380
+    "efficientnet_b5": dict(**_scaled_b0(5), reference_params=30_389_784),  # w 1.6, d 2.2, 456
+    "efficientnet_b6": dict(**_scaled_b0(6), reference_params=43_040_704),  # w 1.8, d 2.6, 528
+    "efficientnet_b7": dict(**_scaled_b0(7), reference_params=66_347_960),  # w 2.0, d 3.1, 600
+}
 
 # Input sizes: torchvision's evaluation crops (the paper trains progressively up to 300/380/380).
-EFFICIENTNET_V2_SPECS: dict[str, tuple[EfficientNetSpec, int, int]] = {
-    "efficientnet_v2_s": (V2_S, 384, 21_458_488),
-    "efficientnet_v2_m": (V2_M, 480, 54_139_356),
-    "efficientnet_v2_l": (V2_L, 480, 118_515_272),
+EFFICIENTNET_V2_SPECS: dict[str, dict] = {
+    "efficientnet_v2_s": dict(spec=V2_S, input_size=384, reference_params=21_458_488),  # Table 4
+    "efficientnet_v2_m": dict(spec=V2_M, input_size=480, reference_params=54_139_356),  # authors' config
+    "efficientnet_v2_l": dict(spec=V2_L, input_size=480, reference_params=118_515_272),  # authors' config
 }
 
 # Contract tests: three one-block stages (every block kind: MBConv1 without expansion, strided
 # MBConv with SE, Fused-MBConv with and without expansion); no stochastic depth, since with a
 # batch of 2 a dropped branch would leave parameters without gradient.
-_TINY = {"stages": (MBStage(_MB, 1, 3, 1, 8, 1), MBStage(_MB, 4, 5, 2, 16, 1), MBStage(_MB, 4, 3, 2, 16, 1)),
-         "stem_width": 8, "head_width": 32, "drop_path_rate": 0.0}
-_TINY_V2 = {"stages": (MBStage(_F, 1, 3, 1, 8, 1), MBStage(_F, 4, 3, 2, 16, 1), MBStage(_MB, 4, 3, 2, 16, 1)),
-            "stem_width": 8, "head_width": 32, "drop_path_rate": 0.0}
+_TINY = {"stages": (
+    MBStage(_MB, expand_ratio=1, kernel_size=3, stride=1, out_channels=8, layers=1),  # MBConv1: no expansion
+    MBStage(_MB, expand_ratio=4, kernel_size=5, stride=2, out_channels=16, layers=1),  # strided, with SE
+    MBStage(_MB, expand_ratio=4, kernel_size=3, stride=2, out_channels=16, layers=1),
+), "stem_width": 8, "head_width": 32, "drop_path_rate": 0.0}
+_TINY_V2 = {"stages": (
+    MBStage(_F, expand_ratio=1, kernel_size=3, stride=1, out_channels=8, layers=1),  # Fused-MBConv1: one conv
+    MBStage(_F, expand_ratio=4, kernel_size=3, stride=2, out_channels=16, layers=1),  # Fused-MBConv4
+    MBStage(_MB, expand_ratio=4, kernel_size=3, stride=2, out_channels=16, layers=1),
+), "stem_width": 8, "head_width": 32, "drop_path_rate": 0.0}
 
-for _name, (_spec, _size, _params) in EFFICIENTNET_SPECS.items():
-    register(_name, EfficientNet, _spec, family="efficientnet", paper=_PAPER, year=2019, input_size=_size,
-             reference_params=_params, reference=_TV, extra={"tiny": _TINY})
+for _name, _row in EFFICIENTNET_SPECS.items():
+    register(_name, EfficientNet, family="efficientnet", paper=_PAPER, year=2019, reference=_TV,
+             extra={"tiny": _TINY}, **_row)
 
-for _name, (_spec, _size, _params) in EFFICIENTNET_V2_SPECS.items():
-    register(_name, EfficientNet, _spec, family="efficientnet_v2", paper=_PAPER_V2, year=2021, input_size=_size,
-             reference_params=_params, reference=_TV, extra={"tiny": _TINY_V2})
+for _name, _row in EFFICIENTNET_V2_SPECS.items():
+    register(_name, EfficientNet, family="efficientnet_v2", paper=_PAPER_V2, year=2021, reference=_TV,
+             extra={"tiny": _TINY_V2}, **_row)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -143,7 +144,7 @@ class InceptionNet(ConvNetClassifier):
         # torchvision's scheme for both ports: truncated normal convolutions and linear layers,
         # unit BN. (Its bounds a=-2, b=2 are absolute, i.e. hardly any truncation.)
         for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            if isinstance(m, (*L.CONV_TYPES, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, mean=0.0, std=std, a=-2, b=2)
             elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
                 nn.init.ones_(m.weight)
@@ -154,17 +155,43 @@ class InceptionNet(ConvNetClassifier):
 # GoogLeNet (Inception v1)
 
 
+class GoogLeNetModule(NamedTuple):
+    """One Inception module row of Table 1 (Szegedy et al. 2015); the module outputs
+    n1x1 + n3x3 + n5x5 + pool_proj channels. A tuple, so that a ``stages`` override is saved in
+    config.json (as lists, which the model reads back as rows)."""
+
+    n1x1: int
+    n3x3_reduce: int
+    n3x3: int
+    n5x5_reduce: int
+    n5x5: int
+    pool_proj: int
+
+
+_G = GoogLeNetModule
+
+
 @dataclass(frozen=True)
 class GoogLeNetSpec:
-    """Table 1 of Szegedy et al. 2015. A module row is (#1x1, #3x3 reduce, #3x3, #5x5 reduce,
-    #5x5, pool proj); its output is #1x1 + #3x3 + #5x5 + pool proj channels."""
+    """Table 1 of Szegedy et al. 2015: the stem and the Inception modules stage by stage."""
 
     stem_widths: Row = (64, 64, 192)  # conv 7x7/2, conv 1x1 (reduce), conv 3x3
-    stages: tuple[tuple[Row, ...], ...] = (
-        ((64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64)),  # 3a, 3b
-        ((192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64), (128, 128, 256, 24, 64, 64),
-         (112, 144, 288, 32, 64, 64), (256, 160, 320, 32, 128, 128)),  # 4a-4e
-        ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)),  # 5a, 5b
+    stages: tuple[tuple[GoogLeNetModule, ...], ...] = (
+        (  # 28x28
+            _G(n1x1=64, n3x3_reduce=96, n3x3=128, n5x5_reduce=16, n5x5=32, pool_proj=32),  # 3a: 256
+            _G(n1x1=128, n3x3_reduce=128, n3x3=192, n5x5_reduce=32, n5x5=96, pool_proj=64),  # 3b: 480
+        ),
+        (  # 14x14
+            _G(n1x1=192, n3x3_reduce=96, n3x3=208, n5x5_reduce=16, n5x5=48, pool_proj=64),  # 4a: 512
+            _G(n1x1=160, n3x3_reduce=112, n3x3=224, n5x5_reduce=24, n5x5=64, pool_proj=64),  # 4b: 512
+            _G(n1x1=128, n3x3_reduce=128, n3x3=256, n5x5_reduce=24, n5x5=64, pool_proj=64),  # 4c: 512
+            _G(n1x1=112, n3x3_reduce=144, n3x3=288, n5x5_reduce=32, n5x5=64, pool_proj=64),  # 4d: 528
+            _G(n1x1=256, n3x3_reduce=160, n3x3=320, n5x5_reduce=32, n5x5=128, pool_proj=128),  # 4e: 832
+        ),
+        (  # 7x7
+            _G(n1x1=256, n3x3_reduce=160, n3x3=320, n5x5_reduce=32, n5x5=128, pool_proj=128),  # 5a: 832
+            _G(n1x1=384, n3x3_reduce=192, n3x3=384, n5x5_reduce=48, n5x5=128, pool_proj=128),  # 5b: 1024
+        ),
     )
     stage_pools: Row = (3, 3, 2)  # max pool k x k / 2 before each stage (torchvision: 2 before 5a)
     branch5x5_kernel: int = 3  # torchvision's quirk; 5 is the paper's
@@ -173,7 +200,7 @@ class GoogLeNetSpec:
     width_mult: float = 1.0
 
 
-def googlenet_module(spatial_dims: int, in_channels: int, row: Row, spec: GoogLeNetSpec) -> Concat:
+def googlenet_module(spatial_dims: int, in_channels: int, row: GoogLeNetModule, spec: GoogLeNetSpec) -> Concat:
     """Figure 2(b): 1x1, 1x1 -> 3x3, 1x1 -> "5x5", 3x3/1 max pool -> 1x1, concatenated."""
     d, norm = spatial_dims, _batch_norm(spatial_dims, spec.bn_eps)
     n1, n3r, n3, n5r, n5, proj = (_scale(c, spec.width_mult) for c in row)
@@ -209,8 +236,11 @@ class GoogLeNetAux(nn.Module):
         self.fc2 = nn.Linear(self.fc1.out_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(self.pool(x)).flatten(1)  # (B, C, *S) -> (B, 128 * 4^d)
-        return self.fc2(self.drop(self.act(self.fc1(x))))
+        x = self.pool(x)  # (B, C, 4, ...)
+        x = self.conv(x).flatten(1)  # (B, 128 * 4^d)
+        x = self.act(self.fc1(x))  # (B, 1024)
+        x = self.drop(x)
+        return self.fc2(x)
 
 
 class GoogLeNet(InceptionNet):
@@ -257,20 +287,55 @@ class GoogLeNet(InceptionNet):
 # BN-Inception (Inception v2 of the Batch Normalization paper)
 
 
+class BNInceptionModule(NamedTuple):
+    """One Inception module row of Figure 5 (Ioffe & Szegedy 2015). With stride 2, n1x1 = 0 and
+    pool_proj = 0 it is a reduction module whose max pool passes its input through."""
+
+    n1x1: int
+    n3x3_reduce: int
+    n3x3: int
+    double_3x3_reduce: int
+    double_3x3: int
+    pool: str  # "avg" or "max"
+    pool_proj: int
+    stride: int
+
+
+_B = BNInceptionModule
+
+
 @dataclass(frozen=True)
 class BNInceptionSpec:
-    """Figure 5 of Ioffe & Szegedy 2015. A module row is (#1x1, #3x3 reduce, #3x3, double #3x3
-    reduce, double #3x3, pool, pool proj, stride); #1x1 = 0 and proj = 0 with stride 2 is a
-    reduction module whose max pool passes its input through."""
+    """Figure 5 of Ioffe & Szegedy 2015: the stem and the Inception modules stage by stage."""
 
     stem_widths: Row = (64, 64, 192)  # conv 7x7/2, conv 1x1 (3x3 reduce), conv 3x3
-    stages: tuple[tuple[tuple, ...], ...] = (
-        ((64, 64, 64, 64, 96, "avg", 32, 1), (64, 64, 96, 64, 96, "avg", 64, 1)),  # 3a, 3b
-        ((0, 128, 160, 64, 96, "max", 0, 2), (224, 64, 96, 96, 128, "avg", 128, 1),  # 3c, 4a
-         (192, 96, 128, 96, 128, "avg", 128, 1), (160, 128, 160, 128, 160, "avg", 128, 1),  # 4b, 4c
-         (96, 128, 192, 160, 192, "avg", 128, 1)),  # 4d
-        ((0, 128, 192, 192, 256, "max", 0, 2), (352, 192, 320, 160, 224, "avg", 128, 1),  # 4e, 5a
-         (352, 192, 320, 192, 224, "max", 128, 1)),  # 5b
+    stages: tuple[tuple[BNInceptionModule, ...], ...] = (
+        (  # 28x28
+            _B(n1x1=64, n3x3_reduce=64, n3x3=64, double_3x3_reduce=64, double_3x3=96, pool="avg", pool_proj=32,
+               stride=1),  # 3a
+            _B(n1x1=64, n3x3_reduce=64, n3x3=96, double_3x3_reduce=64, double_3x3=96, pool="avg", pool_proj=64,
+               stride=1),  # 3b
+        ),
+        (  # 3c reduces 28 -> 14
+            _B(n1x1=0, n3x3_reduce=128, n3x3=160, double_3x3_reduce=64, double_3x3=96, pool="max", pool_proj=0,
+               stride=2),  # 3c
+            _B(n1x1=224, n3x3_reduce=64, n3x3=96, double_3x3_reduce=96, double_3x3=128, pool="avg", pool_proj=128,
+               stride=1),  # 4a
+            _B(n1x1=192, n3x3_reduce=96, n3x3=128, double_3x3_reduce=96, double_3x3=128, pool="avg", pool_proj=128,
+               stride=1),  # 4b
+            _B(n1x1=160, n3x3_reduce=128, n3x3=160, double_3x3_reduce=128, double_3x3=160, pool="avg",
+               pool_proj=128, stride=1),  # 4c
+            _B(n1x1=96, n3x3_reduce=128, n3x3=192, double_3x3_reduce=160, double_3x3=192, pool="avg", pool_proj=128,
+               stride=1),  # 4d
+        ),
+        (  # 4e reduces 14 -> 7
+            _B(n1x1=0, n3x3_reduce=128, n3x3=192, double_3x3_reduce=192, double_3x3=256, pool="max", pool_proj=0,
+               stride=2),  # 4e
+            _B(n1x1=352, n3x3_reduce=192, n3x3=320, double_3x3_reduce=160, double_3x3=224, pool="avg",
+               pool_proj=128, stride=1),  # 5a
+            _B(n1x1=352, n3x3_reduce=192, n3x3=320, double_3x3_reduce=192, double_3x3=224, pool="max",
+               pool_proj=128, stride=1),  # 5b
+        ),
     )
     stage_pools: Row = (3, 0, 0)  # max pool k x k / 2 before a stage (0: the stage reduces itself)
     conv_bias: bool = True  # the Caffe reference keeps a bias before every BN
@@ -278,7 +343,7 @@ class BNInceptionSpec:
     width_mult: float = 1.0
 
 
-def bn_inception_module(spatial_dims: int, in_channels: int, row: tuple, spec: BNInceptionSpec) -> Concat:
+def bn_inception_module(spatial_dims: int, in_channels: int, row: BNInceptionModule, spec: BNInceptionSpec) -> Concat:
     """Figure 5's module: 1x1, 1x1 -> 3x3, 1x1 -> 3x3 -> 3x3, pool (-> 1x1), concatenated;
     with stride 2 the last convolution of each 3x3 branch and the max pool reduce the grid."""
     d, norm = spatial_dims, _batch_norm(spatial_dims, spec.bn_eps)
@@ -334,7 +399,7 @@ class BNInception(InceptionNet):
         self.head = ClassifierHead(channels, num_classes, drop_rate=drop_rate)
         self.cam_layer = f"stages.{len(self.stages) - 1}"
         for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if isinstance(m, L.CONV_TYPES):
                 # The Caffe model's "xavier" filler: uniform +-sqrt(3 / fan_in).
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="linear")
                 if m.bias is not None:
@@ -465,7 +530,11 @@ class InceptionV3Aux(nn.Module):
         self.fc = nn.Linear(out, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.global_pool(self.conv1(self.conv0(self.pool(x)))))  # (B, C, *S) -> (B, K)
+        x = self.pool(x)  # 5x5/3: 17 -> 5 per axis
+        x = self.conv0(x)  # 1x1: (B, 128, 5, ...)
+        x = self.conv1(x)  # 5x5 unpadded: (B, 768, 1, ...) at a 17 input
+        x = self.global_pool(x)  # (B, 768)
+        return self.fc(x)
 
 
 class InceptionV3(InceptionNet):

@@ -341,9 +341,15 @@ class InceptionResNetBlock(nn.Module):
         self.drop_path = L.DropPath(drop_path)
         self.act = L.get_act("relu" if act else None, inplace=True)
 
+    def zero_init_last(self) -> None:
+        """Start as the identity (after the ReLU): the expanding convolution's weight at zero."""
+        nn.init.zeros_(self.expand.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.expand(torch.cat([branch(x) for branch in self.branches], 1))
-        return self.act(x + self.drop_path(residual * self.scale))
+        branches = torch.cat([branch(x) for branch in self.branches], 1)  # (B, sum of branch widths, *S)
+        residual = self.expand(branches)  # linear 1x1 back to the input width: (B, C, *S)
+        residual = self.drop_path(residual * self.scale)  # scaled down to keep training stable (§3.3)
+        return self.act(x + residual)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
@@ -377,8 +383,8 @@ class InceptionResNetV2(_InceptionBase):
         self.feature_info = [FeatureInfo(w(64), 2, "stem.conv3"), FeatureInfo(w(192), 4, "stem.conv5")]
         reductions = (None, functools.partial(reduction_a, filters=(256, 256, 384, 384)), reduction_b_resnet)
         branch_sets = (_resnet_a_branches, _resnet_b_branches, _resnet_c_branches)
-        total = sum(spec.depths) + 1
-        index = 0
+        # Stochastic depth grows linearly with depth (Huang et al. 2016), over every block.
+        drop_path_rates = iter(L.drop_path_rates(sum(spec.depths) + 1, drop_path_rate))
         self.stages = nn.ModuleList()
         for i, (depth, reduce, branches, scale) in enumerate(
                 zip(spec.depths, reductions, branch_sets, spec.residual_scales)):
@@ -387,11 +393,8 @@ class InceptionResNetV2(_InceptionBase):
             last = i == len(spec.depths) - 1
             blocks = []
             # TF-slim ends with one more Inception-ResNet-C, unscaled and without ReLU.
-            for j, (s, act) in enumerate([(scale, True)] * depth + ([(1.0, False)] if last else [])):
-                # Stochastic depth grows linearly with depth (Huang et al. 2016).
-                dp = drop_path_rate * index / max(total - 1, 1)
-                blocks.append(InceptionResNetBlock(c, channels, branches(c, channels), s, act, dp))
-                index += 1
+            for s, act in [(scale, True)] * depth + ([(1.0, False)] if last else []):
+                blocks.append(InceptionResNetBlock(c, channels, branches(c, channels), s, act, next(drop_path_rates)))
             self.stages.append(Stage(blocks, reduction))
             if not last:
                 self.feature_info.append(FeatureInfo(channels, 2 ** (i + 3), f"stages.{i}"))
@@ -410,14 +413,14 @@ _MEAN = _STD = (0.5, 0.5, 0.5)
 # 3-D at 75^3 stays cheap with widths / 16 and one block per stage.
 _TINY = {"width_divisor": 16, "depths": (1, 1, 1)}
 
-INCEPTION_V4_SPECS = {
-    # name: (class, spec, parameters counted in timm 1.0.31 with timm.create_model(name))
-    "inception_v4": (InceptionV4, InceptionV4Spec(), 42_679_816, "timm.models.inception_v4"),
-    "inception_resnet_v2": (InceptionResNetV2, InceptionResNetV2Spec(), 55_843_464,
-                            "timm.models.inception_resnet_v2"),
+# reference_params: counted in timm 1.0.31 with timm.create_model(name).
+INCEPTION_V4_SPECS: dict[str, dict] = {
+    "inception_v4": dict(cls=InceptionV4, spec=InceptionV4Spec(), reference_params=42_679_816,  # Fig. 9
+                         reference="timm.models.inception_v4 (timm 1.0.31)"),
+    "inception_resnet_v2": dict(cls=InceptionResNetV2, spec=InceptionResNetV2Spec(),  # Fig. 15, TF-slim's
+                                reference_params=55_843_464, reference="timm.models.inception_resnet_v2 (timm 1.0.31)"),
 }
 
-for _name, (_cls, _spec, _params, _ref) in INCEPTION_V4_SPECS.items():
-    register(_name, _cls, _spec, family="inception_v4", paper=_PAPER, year=2017, input_size=299, mean=_MEAN,
-             std=_STD, reference_params=_params, reference=f"{_ref} (timm 1.0.31)",
-             extra={"tiny": _TINY, "test_input": 75})
+for _name, _row in INCEPTION_V4_SPECS.items():
+    register(_name, family="inception_v4", paper=_PAPER, year=2017, input_size=299, mean=_MEAN, std=_STD,
+             extra={"tiny": _TINY, "test_input": 75}, **_row)

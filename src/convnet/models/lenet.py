@@ -95,7 +95,7 @@ def init_fan_in_uniform(model: nn.Module) -> None:
         if isinstance(m, L.ConnectionTableConv):
             bound = (2.4 / m.fan_in)[m.out_index].view(-1, *([1] * m.spatial_dims))
             m.weight.uniform_(-1, 1).mul_(bound)
-        elif isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, L.TrainableSubsampling)):
+        elif isinstance(m, (nn.Linear, *L.CONV_TYPES, L.TrainableSubsampling)):
             # A subsampling unit's fan-in is its window: one shared coefficient per input.
             fan_in = m.area if isinstance(m, L.TrainableSubsampling) else m.weight[0].numel()
             nn.init.uniform_(m.weight, -2.4 / fan_in, 2.4 / fan_in)
@@ -150,7 +150,8 @@ class LeNetHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         # C5's maps are 1x1 at the fixed input; the mean only matters for an inflated (3-D)
         # LeNet, whose free time axis it pools.
-        x = self.act(self.f6(x.flatten(2).mean(2)))  # (B, C5, 1, ...) -> (B, F6)
+        x = x.flatten(2).mean(2)  # (B, C5, 1, ...) -> (B, C5)
+        x = self.act(self.f6(x))  # (B, F6)
         if pre_logits:
             return x
         out = self.output(x)

@@ -109,7 +109,9 @@ class MobileNetV3Head(nn.Module):
         self.fc = nn.Linear(self.hidden_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.act(self.hidden(self.pool(x))))  # (B, C, *S) -> (B, hidden)
+        x = self.pool(x)  # (B, C, *S) -> (B, C)
+        x = self.act(self.hidden(x))  # (B, hidden), on the pooled map: the saving of §5.1
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
 
@@ -133,7 +135,9 @@ class MobileNet(ConvNetClassifier):
         channels = L.make_divisible(spec.stem_width * w)
         self.stem = L.ConvNormAct(d, in_channels, channels, 3, 2, norm_layer=norm, act_layer=spec.act_layer)
         plan = _stage_plan(spec)
-        total, index, reduction = sum(len(s) for s in plan), 0, 2
+        reduction = 2
+        # Stochastic depth grows linearly with depth (Huang et al. 2016); off by default.
+        drop_path_rates = iter(L.drop_path_rates(sum(len(s) for s in plan), drop_path_rate))
         self.stages, self.feature_info = nn.ModuleList(), []
         for i, stage in enumerate(plan):
             blocks = []
@@ -147,13 +151,11 @@ class MobileNet(ConvNetClassifier):
                     mid = L.make_divisible(row.expanded_channels * w) if row.expanded_channels else None
                     mid_channels = mid or round(channels * row.expand_ratio)
                     se = L.make_divisible(mid_channels * spec.se_ratio) if row.se else 0
-                    # Stochastic depth grows linearly with depth (Huang et al. 2016); off by default.
                     blocks.append(L.InvertedResidual(
                         d, channels, out, row.kernel_size, stride, row.expand_ratio, expanded_channels=mid,
                         se_channels=se, se_act="relu", se_gate=spec.se_gate, act_layer=act,
-                        norm_layer=norm_layer, norm_kwargs=norm_kwargs,
-                        drop_path=drop_path_rate * index / max(total - 1, 1)))
-                channels, index, reduction = out, index + 1, reduction * stride
+                        norm_layer=norm_layer, norm_kwargs=norm_kwargs, drop_path=next(drop_path_rates)))
+                channels, reduction = out, reduction * stride
             self.stages.append(Stage(blocks))
             self.feature_info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
         self.cam_layer = f"stages.{len(plan) - 1}"
@@ -187,38 +189,65 @@ class MobileNet(ConvNetClassifier):
 
 # -- spec tables -------------------------------------------------------------------------------
 
-# V1, Table 1: (kernel, out channels, stride, repeats) of the 13 depthwise separable units. The
-# table prints the second-to-last unit with stride 2 on a 7x7 input; the maps say stride 1, as
-# every implementation has it.
-_V1_ROWS = (BlockRow(3, 64), BlockRow(3, 128, 2), BlockRow(3, 128), BlockRow(3, 256, 2), BlockRow(3, 256),
-            BlockRow(3, 512, 2), BlockRow(3, 512, repeats=5), BlockRow(3, 1024, 2), BlockRow(3, 1024))
+# V1, Table 1: the 13 depthwise separable units (a 3x3 depthwise conv, then a 1x1 to the width).
+# The table prints the second-to-last unit with stride 2 on a 7x7 input; the maps say stride 1,
+# as every implementation has it.
+_V1_ROWS = (
+    BlockRow(kernel_size=3, out_channels=64),  # 112^2
+    BlockRow(kernel_size=3, out_channels=128, stride=2),  # -> 56^2
+    BlockRow(kernel_size=3, out_channels=128),
+    BlockRow(kernel_size=3, out_channels=256, stride=2),  # -> 28^2
+    BlockRow(kernel_size=3, out_channels=256),
+    BlockRow(kernel_size=3, out_channels=512, stride=2),  # -> 14^2
+    BlockRow(kernel_size=3, out_channels=512, repeats=5),  # "5x"
+    BlockRow(kernel_size=3, out_channels=1024, stride=2),  # -> 7^2
+    BlockRow(kernel_size=3, out_channels=1024),
+)
 
-# V2, Table 2: rows (t, c, n, s) as BlockRow(kernel 3, c, s, n, expand_ratio=t).
-_V2_ROWS = tuple(BlockRow(3, c, s, n, expand_ratio=t) for t, c, n, s in (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)))
+# V2, Table 2: the bottleneck rows (t, c, n, s) = (expand_ratio, out_channels, repeats, stride), 3x3.
+_V2_ROWS = (
+    BlockRow(kernel_size=3, expand_ratio=1, out_channels=16, repeats=1, stride=1),  # 112^2
+    BlockRow(kernel_size=3, expand_ratio=6, out_channels=24, repeats=2, stride=2),  # -> 56^2
+    BlockRow(kernel_size=3, expand_ratio=6, out_channels=32, repeats=3, stride=2),  # -> 28^2
+    BlockRow(kernel_size=3, expand_ratio=6, out_channels=64, repeats=4, stride=2),  # -> 14^2
+    BlockRow(kernel_size=3, expand_ratio=6, out_channels=96, repeats=3, stride=1),
+    BlockRow(kernel_size=3, expand_ratio=6, out_channels=160, repeats=3, stride=2),  # -> 7^2
+    BlockRow(kernel_size=3, expand_ratio=6, out_channels=320, repeats=1, stride=1),
+)
 
-
-def _v3(rows: tuple[tuple[int, int, int, bool, str, int], ...]) -> tuple[BlockRow, ...]:
-    # (kernel, exp size, out, SE, NL, stride) as the columns of V3's Tables 1 and 2.
-    acts = {"RE": "relu", "HS": "hard_swish"}
-    return tuple(BlockRow(k, out, s, expanded_channels=exp, se=se, act_layer=acts[nl])
-                 for k, exp, out, se, nl, s in rows)
-
-
-# V3-Large, Table 1 (the bneck rows).
-_V3_LARGE_ROWS = _v3((
-    (3, 16, 16, False, "RE", 1), (3, 64, 24, False, "RE", 2), (3, 72, 24, False, "RE", 1),
-    (5, 72, 40, True, "RE", 2), (5, 120, 40, True, "RE", 1), (5, 120, 40, True, "RE", 1),
-    (3, 240, 80, False, "HS", 2), (3, 200, 80, False, "HS", 1), (3, 184, 80, False, "HS", 1),
-    (3, 184, 80, False, "HS", 1), (3, 480, 112, True, "HS", 1), (3, 672, 112, True, "HS", 1),
-    (5, 672, 160, True, "HS", 2), (5, 960, 160, True, "HS", 1), (5, 960, 160, True, "HS", 1)))
-
-# V3-Small, Table 2.
-_V3_SMALL_ROWS = _v3((
-    (3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
-    (5, 96, 40, True, "HS", 2), (5, 240, 40, True, "HS", 1), (5, 240, 40, True, "HS", 1),
-    (5, 120, 48, True, "HS", 1), (5, 144, 48, True, "HS", 1), (5, 288, 96, True, "HS", 2),
-    (5, 576, 96, True, "HS", 1), (5, 576, 96, True, "HS", 1)))
+# V3, Tables 1 (Large) and 2 (Small): the bneck rows' kernel, exp size, #out, SE, NL (RE: ReLU,
+# HS: h-swish) and stride s, one block each.
+_RE, _HS = "relu", "hard_swish"
+_V3_LARGE_ROWS = (
+    BlockRow(kernel_size=3, expanded_channels=16, out_channels=16, se=False, act_layer=_RE, stride=1),  # 112^2
+    BlockRow(kernel_size=3, expanded_channels=64, out_channels=24, se=False, act_layer=_RE, stride=2),  # -> 56^2
+    BlockRow(kernel_size=3, expanded_channels=72, out_channels=24, se=False, act_layer=_RE, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=72, out_channels=40, se=True, act_layer=_RE, stride=2),  # -> 28^2
+    BlockRow(kernel_size=5, expanded_channels=120, out_channels=40, se=True, act_layer=_RE, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=120, out_channels=40, se=True, act_layer=_RE, stride=1),
+    BlockRow(kernel_size=3, expanded_channels=240, out_channels=80, se=False, act_layer=_HS, stride=2),  # -> 14^2
+    BlockRow(kernel_size=3, expanded_channels=200, out_channels=80, se=False, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=3, expanded_channels=184, out_channels=80, se=False, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=3, expanded_channels=184, out_channels=80, se=False, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=3, expanded_channels=480, out_channels=112, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=3, expanded_channels=672, out_channels=112, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=672, out_channels=160, se=True, act_layer=_HS, stride=2),  # -> 7^2
+    BlockRow(kernel_size=5, expanded_channels=960, out_channels=160, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=960, out_channels=160, se=True, act_layer=_HS, stride=1),
+)
+_V3_SMALL_ROWS = (
+    BlockRow(kernel_size=3, expanded_channels=16, out_channels=16, se=True, act_layer=_RE, stride=2),  # -> 56^2
+    BlockRow(kernel_size=3, expanded_channels=72, out_channels=24, se=False, act_layer=_RE, stride=2),  # -> 28^2
+    BlockRow(kernel_size=3, expanded_channels=88, out_channels=24, se=False, act_layer=_RE, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=96, out_channels=40, se=True, act_layer=_HS, stride=2),  # -> 14^2
+    BlockRow(kernel_size=5, expanded_channels=240, out_channels=40, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=240, out_channels=40, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=120, out_channels=48, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=144, out_channels=48, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=288, out_channels=96, se=True, act_layer=_HS, stride=2),  # -> 7^2
+    BlockRow(kernel_size=5, expanded_channels=576, out_channels=96, se=True, act_layer=_HS, stride=1),
+    BlockRow(kernel_size=5, expanded_channels=576, out_channels=96, se=True, act_layer=_HS, stride=1),
+)
 
 V1 = MobileNetSpec(block="separable", rows=_V1_ROWS, stem_width=32)
 V2 = MobileNetSpec(rows=_V2_ROWS, final_width=1280, final_width_floor=True, drop_rate=0.2)
@@ -235,22 +264,25 @@ _TIMM_V1 = "timm.models.efficientnet._gen_mobilenet_v1 (channel_multiplier={}); 
 # Contract tests build every variant at a quarter width with one block per stage.
 _TINY = {"width_mult": 0.25, "max_blocks_per_stage": 1}
 
-# name: (spec, reference_params, family, paper, year, reference)
-MOBILENET_SPECS: dict[str, tuple[MobileNetSpec, int, str, str, int, str]] = {
+_V1 = dict(family="mobilenet_v1", paper=_V1_PAPER, year=2017)
+MOBILENET_SPECS: dict[str, dict] = {
     # Width multipliers alpha of Table 6 (4.2M / 2.6M / 1.3M / 0.5M); exact counts of timm's
     # generator at that channel_multiplier (every width is already a multiple of 8).
-    "mobilenet_v1": (V1, 4_231_976, "mobilenet_v1", _V1_PAPER, 2017, "timm mobilenetv1_100; Howard et al. 2017 Table 6: 4.2M"),
-    "mobilenet_v1_075": (MobileNetSpec(block="separable", rows=_V1_ROWS, width_mult=0.75), 2_585_560,
-                         "mobilenet_v1", _V1_PAPER, 2017, _TIMM_V1.format(0.75, 2.6)),
-    "mobilenet_v1_050": (MobileNetSpec(block="separable", rows=_V1_ROWS, width_mult=0.5), 1_331_592,
-                         "mobilenet_v1", _V1_PAPER, 2017, _TIMM_V1.format(0.5, 1.3)),
-    "mobilenet_v1_025": (MobileNetSpec(block="separable", rows=_V1_ROWS, width_mult=0.25), 470_072,
-                         "mobilenet_v1", _V1_PAPER, 2017, _TIMM_V1.format(0.25, 0.5)),
-    "mobilenet_v2": (V2, 3_504_872, "mobilenet_v2", _V2_PAPER, 2018, "torchvision.models.mobilenet_v2"),
-    "mobilenet_v3_small": (V3_SMALL, 2_542_856, "mobilenet_v3", _V3_PAPER, 2019,
-                           "torchvision.models.mobilenet_v3_small"),
-    "mobilenet_v3_large": (V3_LARGE, 5_483_032, "mobilenet_v3", _V3_PAPER, 2019,
-                           "torchvision.models.mobilenet_v3_large"),
+    "mobilenet_v1": dict(spec=V1, reference_params=4_231_976,  # alpha = 1
+                         reference="timm mobilenetv1_100; Howard et al. 2017 Table 6: 4.2M", **_V1),
+    "mobilenet_v1_075": dict(spec=MobileNetSpec(block="separable", rows=_V1_ROWS, width_mult=0.75),  # alpha = 0.75
+                             reference_params=2_585_560, reference=_TIMM_V1.format(0.75, 2.6), **_V1),
+    "mobilenet_v1_050": dict(spec=MobileNetSpec(block="separable", rows=_V1_ROWS, width_mult=0.5),  # alpha = 0.5
+                             reference_params=1_331_592, reference=_TIMM_V1.format(0.5, 1.3), **_V1),
+    "mobilenet_v1_025": dict(spec=MobileNetSpec(block="separable", rows=_V1_ROWS, width_mult=0.25),  # alpha = 0.25
+                             reference_params=470_072, reference=_TIMM_V1.format(0.25, 0.5), **_V1),
+    # V2 at width 1.0, V3 Large and Small: torchvision's counts.
+    "mobilenet_v2": dict(spec=V2, reference_params=3_504_872, family="mobilenet_v2", paper=_V2_PAPER, year=2018,
+                         reference="torchvision.models.mobilenet_v2"),
+    "mobilenet_v3_small": dict(spec=V3_SMALL, reference_params=2_542_856, family="mobilenet_v3", paper=_V3_PAPER,
+                               year=2019, reference="torchvision.models.mobilenet_v3_small"),
+    "mobilenet_v3_large": dict(spec=V3_LARGE, reference_params=5_483_032, family="mobilenet_v3", paper=_V3_PAPER,
+                               year=2019, reference="torchvision.models.mobilenet_v3_large"),
 }
 
 # V2's linear bottleneck feeds a 1x1 conv and a BatchNorm, which cancels any constant shift: the
@@ -260,9 +292,8 @@ MOBILENET_SPECS: dict[str, tuple[MobileNetSpec, int, str, str, int, str]] = {
 # positions.
 _TEST_INPUT = {"mobilenet_v2": 64}
 
-for _name, (_spec, _params, _family, _paper, _year, _ref) in MOBILENET_SPECS.items():
+for _name, _row in MOBILENET_SPECS.items():
     _extra: dict[str, Any] = {"tiny": _TINY}
     if _name in _TEST_INPUT:
         _extra["test_input"] = _TEST_INPUT[_name]
-    register(_name, MobileNet, _spec, family=_family, paper=_paper, year=_year, reference_params=_params,
-             reference=_ref, extra=_extra)
+    register(_name, MobileNet, extra=_extra, **_row)

@@ -21,6 +21,7 @@ activated input; and the last unit is followed by an extra BN-ReLU before global
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -67,12 +68,21 @@ class PreActBasicBlock(nn.Module):
         self.shortcut = _projection(d, in_channels, out_channels, stride)
         self.drop_path = L.DropPath(drop_path)
 
+    def zero_init_last(self) -> None:
+        """Start as the identity: the last convolution's weight at zero (timm's resnetv2)."""
+        nn.init.zeros_(self.conv2.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.act1(self.norm1(x))
+        pre = self.norm1(x)
+        pre = self.act1(pre)
         # A projection takes the activated input (shared BN-ReLU); the identity takes x itself.
         shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(pre)
-        out = self.conv2(self.drop(self.act2(self.norm2(self.conv1(pre)))))
-        return self.drop_path(out) + shortcut
+        out = self.conv1(pre)  # (B, width, *S / stride)
+        out = self.norm2(out)
+        out = self.act2(out)
+        out = self.drop(out)  # WRN's dropout between the two convolutions (§2.4)
+        out = self.conv2(out)
+        return self.drop_path(out) + shortcut  # nothing after the addition (Fig. 4(e))
 
 
 class PreActBottleneck(nn.Module):
@@ -100,12 +110,23 @@ class PreActBottleneck(nn.Module):
         self.shortcut = _projection(d, in_channels, out_channels, stride)
         self.drop_path = L.DropPath(drop_path)
 
+    def zero_init_last(self) -> None:
+        """Start as the identity: the last convolution's weight at zero (timm's resnetv2)."""
+        nn.init.zeros_(self.conv3.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.act1(self.norm1(x))
+        pre = self.norm1(x)
+        pre = self.act1(pre)
+        # A projection takes the activated input (shared BN-ReLU); the identity takes x itself.
         shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(pre)
-        out = self.conv2(self.act2(self.norm2(self.conv1(pre))))
-        out = self.conv3(self.act3(self.norm3(out)))
-        return self.drop_path(out) + shortcut
+        out = self.conv1(pre)  # 1x1 reduce: (B, width, *S), strided in the authors' CIFAR code
+        out = self.norm2(out)
+        out = self.act2(out)
+        out = self.conv2(out)  # 3x3: (B, width, *S / stride)
+        out = self.norm3(out)
+        out = self.act3(out)
+        out = self.conv3(out)  # 1x1 expand: (B, 4 * width, *S / stride)
+        return self.drop_path(out) + shortcut  # nothing after the addition (Fig. 4(e))
 
 
 def _projection(spatial_dims: int, in_channels: int, out_channels: int, stride: int) -> nn.Module:
@@ -133,13 +154,11 @@ class PreActResNet(ConvNetClassifier):
         self.num_classes = num_classes
         block_cls = BLOCKS[spec.block]
         # The stem is a bare conv: the first unit's BN-ReLU normalises its output.
-        self.stem = nn.Sequential()
         if spec.stem == "imagenet":
-            self.stem.add_module("conv", L.conv(d, in_channels, spec.stem_width, 7, 2, bias=False))
-            self.stem.add_module("pool", L.max_pool(d, 3, 2, 1))
+            self.stem = L.resnet_stem(d, in_channels, spec.stem_width, pre_activation=True)
             reduction = 4
         elif spec.stem == "cifar":
-            self.stem.add_module("conv", L.conv(d, in_channels, spec.stem_width, 3, 1, bias=False))
+            self.stem = nn.Sequential(OrderedDict(conv=L.conv(d, in_channels, spec.stem_width, 3, 1, bias=False)))
             reduction = 1
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {spec.stem!r}")
@@ -169,35 +188,47 @@ _TINY_CIFAR = dict(stem_width=4, widths=(4, 8, 8), layers=(1, 1, 1))
 _B = "bottleneck"
 
 # ImageNet: counts of timm's resnetv2_18/34/50/101/152 (same layout; tests load them).
-IMAGENET_SPECS: dict[str, tuple[PreActResNetSpec, int]] = {
-    "preact_resnet18": (PreActResNetSpec("basic", (2, 2, 2, 2)), 11_687_720),
-    "preact_resnet34": (PreActResNetSpec("basic", (3, 4, 6, 3)), 21_795_880),
-    "preact_resnet50": (PreActResNetSpec(_B, (3, 4, 6, 3)), 25_549_352),
-    "preact_resnet101": (PreActResNetSpec(_B, (3, 4, 23, 3)), 44_541_480),
-    "preact_resnet152": (PreActResNetSpec(_B, (3, 8, 36, 3)), 60_185_128),
+IMAGENET_SPECS: dict[str, dict] = {
+    "preact_resnet18": dict(spec=PreActResNetSpec(block="basic", layers=(2, 2, 2, 2)),  # ResNet-18's stages
+                            reference_params=11_687_720),
+    "preact_resnet34": dict(spec=PreActResNetSpec(block="basic", layers=(3, 4, 6, 3)),  # ResNet-34's
+                            reference_params=21_795_880),
+    "preact_resnet50": dict(spec=PreActResNetSpec(block=_B, layers=(3, 4, 6, 3)),  # ResNet-50's
+                            reference_params=25_549_352),
+    "preact_resnet101": dict(spec=PreActResNetSpec(block=_B, layers=(3, 4, 23, 3)),  # ResNet-101's
+                             reference_params=44_541_480),
+    "preact_resnet152": dict(spec=PreActResNetSpec(block=_B, layers=(3, 8, 36, 3)),  # ResNet-152's
+                             reference_params=60_185_128),
 }
 
 # CIFAR (10 classes): depth 9n + 2 with n units per stage. The paper's CIFAR table gives 1.7M
 # (ResNet-164) and 10.2M (ResNet-1001); the authors' resnet-pre-act.lua layout recounted here
 # has 1,703,258 and 10,327,706, of which conv and fc weights alone are 1,679,034 and 10,178,490:
 # the paper's 10.2M leaves out the 149,216 BN parameters.
-CIFAR_SPECS: dict[str, tuple[PreActResNetSpec, int, str, str]] = {
-    "preact_resnet164_cifar": (PreActResNetSpec(_B, (18, 18, 18), (16, 32, 64), "cifar", 16, True),
-                               1_703_258, _PAPER, "KaimingHe/resnet-1k-layers layout, recounted (paper: 1.7M)"),
-    "preact_resnet1001_cifar": (PreActResNetSpec(_B, (111, 111, 111), (16, 32, 64), "cifar", 16, True),
-                                10_327_706, _PAPER,
-                                "KaimingHe/resnet-1k-layers layout, recounted (paper: 10.2M without BN)"),
-    # WRN-28-10: 36.5M in Zagoruyko & Komodakis Table 5 (CIFAR); exact count of their layout.
-    "wrn28_10_cifar": (PreActResNetSpec("basic", (4, 4, 4), (160, 320, 640), "cifar", 16), 36_479_194, _WRN,
-                       "Zagoruyko & Komodakis 2016 (36.5M), exact: szagoruyko/wide-residual-networks layout"),
+_CIFAR_BOTTLENECK = dict(block=_B, widths=(16, 32, 64), stem="cifar", stem_width=16, stride_in_1x1=True)
+CIFAR_SPECS: dict[str, dict] = {
+    # ResNet-164: n = 18 bottleneck units per stage.
+    "preact_resnet164_cifar": dict(spec=PreActResNetSpec(layers=(18, 18, 18), **_CIFAR_BOTTLENECK),
+                                   reference_params=1_703_258, family="preact_resnet", paper=_PAPER,
+                                   reference="KaimingHe/resnet-1k-layers layout, recounted (paper: 1.7M)"),
+    # ResNet-1001: n = 111.
+    "preact_resnet1001_cifar": dict(spec=PreActResNetSpec(layers=(111, 111, 111), **_CIFAR_BOTTLENECK),
+                                    reference_params=10_327_706, family="preact_resnet", paper=_PAPER,
+                                    reference="KaimingHe/resnet-1k-layers layout, recounted (paper: 10.2M without BN)"),
+    # WRN-28-10: 4 basic units per stage, widths 16k/32k/64k with k = 10; 36.5M in Zagoruyko &
+    # Komodakis Table 5 (CIFAR), the exact count of their layout.
+    "wrn28_10_cifar": dict(spec=PreActResNetSpec(block="basic", layers=(4, 4, 4), widths=(160, 320, 640),
+                                                 stem="cifar", stem_width=16),
+                           reference_params=36_479_194, family="wide_resnet", paper=_WRN,
+                           reference="Zagoruyko & Komodakis 2016 (36.5M), "
+                                     "exact: szagoruyko/wide-residual-networks layout"),
 }
 
-for _name, (_spec, _params) in IMAGENET_SPECS.items():
-    register(_name, PreActResNet, _spec, family="preact_resnet", paper=_PAPER, year=2016,
-             reference_params=_params, reference=f"timm.models.resnetv2 ({_name.replace('preact_resnet', 'resnetv2_')})",
-             extra={"tiny": _TINY})
+for _name, _row in IMAGENET_SPECS.items():
+    register(_name, PreActResNet, family="preact_resnet", paper=_PAPER, year=2016,
+             reference=f"timm.models.resnetv2 ({_name.replace('preact_resnet', 'resnetv2_')})",
+             extra={"tiny": _TINY}, **_row)
 
-for _name, (_spec, _params, _paper, _ref) in CIFAR_SPECS.items():
-    register(_name, PreActResNet, _spec, family="wide_resnet" if _name.startswith("wrn") else "preact_resnet",
-             paper=_paper, year=2016, reference_params=_params, reference=_ref, num_classes=10, input_size=32,
-             mean=CIFAR_MEAN, std=CIFAR_STD, extra={"tiny": _TINY_CIFAR})
+for _name, _row in CIFAR_SPECS.items():
+    register(_name, PreActResNet, year=2016, num_classes=10, input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD,
+             extra={"tiny": _TINY_CIFAR}, **_row)

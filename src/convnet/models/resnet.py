@@ -23,6 +23,7 @@ Relatives built from the same blocks (rows of the spec table below):
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -82,12 +83,19 @@ class BasicBlock(nn.Module):
         self.drop_block = nn.Identity()  # ResNet(drop_block_rate=...) replaces it in the last two stages
         self.act = L.get_act(act_layer, inplace=True)
 
-    def last_norm(self) -> nn.Module:
-        return self.conv2.norm
+    def zero_init_last(self) -> None:
+        """Start as the identity: the last BN scales the branch to zero (Goyal et al. 2017, §5.1)."""
+        _zero_weight(self.conv2.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.drop_block(self.se(self.conv2(self.conv1(x))))
-        return self.act(self.drop_path(branch) + self.drop_block(self.shortcut(x)))
+        out = self.conv1(x)  # (B, width, *S / stride): the stride sits in the first 3x3
+        out = self.conv2(out)  # (B, out_channels, *S / stride), no activation before the add
+        out = self.se(out)  # the SE gate after the last BN, before the addition (Hu et al. Fig. 3)
+        out = self.drop_block(out)
+        out = self.drop_path(out)
+        shortcut = self.shortcut(x)  # identity, or a projection / zero padding to the new shape
+        shortcut = self.drop_block(shortcut)  # DropBlock on the skip too (Ghiasi et al. 2018, §4.1)
+        return self.act(out + shortcut)
 
 
 class Bottleneck(nn.Module):
@@ -114,12 +122,25 @@ class Bottleneck(nn.Module):
         self.drop_block = nn.Identity()  # ResNet(drop_block_rate=...) replaces it in the last two stages
         self.act = L.get_act(act_layer, inplace=True)
 
-    def last_norm(self) -> nn.Module:
-        return self.conv3.norm
+    def zero_init_last(self) -> None:
+        """Start as the identity: the last BN scales the branch to zero (Goyal et al. 2017, §5.1)."""
+        _zero_weight(self.conv3.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.drop_block(self.se(self.conv3(self.conv2(self.conv1(x)))))
-        return self.act(self.drop_path(branch) + self.drop_block(self.shortcut(x)))
+        out = self.conv1(x)  # 1x1 reduce: (B, mid, *S)
+        out = self.conv2(out)  # 3x3, grouped for ResNeXt, strided (V1.5): (B, mid, *S / stride)
+        out = self.conv3(out)  # 1x1 expand: (B, 4 * width, *S / stride), no activation before the add
+        out = self.se(out)  # the SE gate after the last BN, before the addition (Hu et al. Fig. 3)
+        out = self.drop_block(out)
+        out = self.drop_path(out)
+        shortcut = self.shortcut(x)  # identity, or a projection / zero padding to the new shape
+        shortcut = self.drop_block(shortcut)  # DropBlock on the skip too (Ghiasi et al. 2018, §4.1)
+        return self.act(out + shortcut)
+
+
+def _zero_weight(norm: nn.Module) -> None:
+    if getattr(norm, "weight", None) is not None:  # a norm without a scale (or none) has nothing to zero
+        nn.init.zeros_(norm.weight)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -177,19 +198,17 @@ def make_stages(spatial_dims: int, spec: ResNetSpec, block_cls: type[nn.Module],
     """The residual stages after a stem of ``spec.stem_width`` channels and the given reduction:
     stage i holds ``spec.layers[i]`` blocks, the first of stages 2.. strides by 2. Returns the
     stages, their feature_info and the output channels."""
-    total_blocks = sum(spec.layers)
-    channels, index = spec.stem_width, 0
+    # Stochastic depth grows linearly over all blocks of all stages (Huang et al. 2016).
+    drop_path_rates = iter(L.drop_path_rates(sum(spec.layers), drop_path_rate))
+    channels = spec.stem_width
     stages, info = nn.ModuleList(), []
     for i, (depth, width) in enumerate(zip(spec.layers, spec.widths)):
         stride = 1 if i == 0 else 2
         blocks = []
         for j in range(depth):
-            # Stochastic depth grows linearly with depth (Huang et al. 2016).
-            dp = drop_path_rate * index / max(total_blocks - 1, 1)
             blocks.append(block_cls(spatial_dims, channels, width, stride if j == 0 else 1, act_layer,
-                                    norm_layer, dp, spec))
+                                    norm_layer, next(drop_path_rates), spec))
             channels = width * block_cls.expansion
-            index += 1
         reduction *= stride
         stages.append(Stage(blocks))
         info.append(FeatureInfo(channels, reduction, f"stages.{i}"))
@@ -209,16 +228,13 @@ class ResNet(ConvNetClassifier):
         self.in_channels = in_channels
         self.num_classes = num_classes
         block_cls = BLOCKS[spec.block]
-        self.stem = nn.Sequential()
         if spec.stem == "imagenet":
-            self.stem.add_module("conv", L.ConvNormAct(d, in_channels, spec.stem_width, 7, 2,
-                                                       norm_layer=norm_layer, act_layer=act_layer))
-            self.stem.add_module("pool", L.max_pool(d, 3, 2, 1))
+            self.stem = L.resnet_stem(d, in_channels, spec.stem_width, norm_layer=norm_layer, act_layer=act_layer)
             reduction = 4
         elif spec.stem == "cifar":
             # §4.2: "The first layer is 3x3 convolutions", no pooling: 32x32 maps in stage 1.
-            self.stem.add_module("conv", L.ConvNormAct(d, in_channels, spec.stem_width, 3, 1,
-                                                       norm_layer=norm_layer, act_layer=act_layer))
+            self.stem = nn.Sequential(OrderedDict(conv=L.ConvNormAct(d, in_channels, spec.stem_width, 3, 1,
+                                                                     norm_layer=norm_layer, act_layer=act_layer)))
             reduction = 1
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {spec.stem!r}")
@@ -237,10 +253,10 @@ class ResNet(ConvNetClassifier):
     def _init_weights(self) -> None:
         init_he(self)
         if self.spec.zero_init_residual:
-            # Each residual block starts as the identity (Goyal et al. 2017).
+            # Each residual block starts as the identity (Goyal et al. 2017); a block knows how.
             for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)) and hasattr(m.last_norm(), "weight"):
-                    nn.init.zeros_(m.last_norm().weight)
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
 
 
 _PAPER = "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016"
@@ -257,50 +273,70 @@ _TINY_GROUPED = dict(_TINY, groups=2, width_per_group=32)  # 8 * 32 / 64 * 2 = 8
 _TINY_CIFAR = dict(stem_width=4, widths=(4, 8, 8), layers=(1, 1, 1))
 
 _B = "bottleneck"
-RESNET_SPECS: dict[str, tuple[ResNetSpec, int]] = {
-    "resnet18": (ResNetSpec("basic", (2, 2, 2, 2)), 11_689_512),
-    "resnet34": (ResNetSpec("basic", (3, 4, 6, 3)), 21_797_672),
-    "resnet50": (ResNetSpec(_B, (3, 4, 6, 3)), 25_557_032),
-    "resnet101": (ResNetSpec(_B, (3, 4, 23, 3)), 44_549_160),
-    "resnet152": (ResNetSpec(_B, (3, 8, 36, 3)), 60_192_808),
+# The ImageNet ResNets of Table 1 (He et al. 2016); counts of torchvision's models.
+_RESNET = dict(family="resnet", paper=_PAPER, year=2016, reference=_TV, extra={"tiny": _TINY})
+RESNET_SPECS: dict[str, dict] = {
+    "resnet18": dict(spec=ResNetSpec(block="basic", layers=(2, 2, 2, 2)), reference_params=11_689_512),  # 18-layer
+    "resnet34": dict(spec=ResNetSpec(block="basic", layers=(3, 4, 6, 3)), reference_params=21_797_672),  # 34-layer
+    "resnet50": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 6, 3)), reference_params=25_557_032),  # 50-layer
+    "resnet101": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 23, 3)), reference_params=44_549_160),  # 101-layer
+    "resnet152": dict(spec=ResNetSpec(block=_B, layers=(3, 8, 36, 3)), reference_params=60_192_808),  # 152-layer
 }
 
-# CIFAR-10 ResNets of §4.2 with option A (Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M). The exact
-# counts (10 classes) are those of the option-A reimplementation akamaster/pytorch_resnet_cifar10
-# (269,722 / 464,154 / 658,586 / 853,018 / 1,727,962); option B would add 2,752.
-CIFAR_SPECS: dict[str, tuple[ResNetSpec, int]] = {
-    f"resnet{6 * n + 2}_cifar": (ResNetSpec("basic", (n, n, n), (16, 32, 64), 16, stem="cifar", shortcut="A"), p)
-    for n, p in ((3, 269_722), (5, 464_154), (7, 658_586), (9, 853_018), (18, 1_727_962))
+# CIFAR-10 ResNets of §4.2, 6n + 2 layers with option A (Table 6: 0.27M, 0.46M, 0.66M, 0.85M,
+# 1.7M). The exact counts (10 classes) are those of the option-A reimplementation
+# akamaster/pytorch_resnet_cifar10; option B would add 2,752.
+_CIFAR = dict(family="resnet", paper=_PAPER, year=2016, num_classes=10, input_size=32, mean=CIFAR_MEAN,
+              std=CIFAR_STD, extra={"tiny": _TINY_CIFAR},
+              reference="He et al. 2016 Table 6 (rounded); exact: akamaster/pytorch_resnet_cifar10 option A")
+_CIFAR_LAYOUT = dict(block="basic", widths=(16, 32, 64), stem_width=16, stem="cifar", shortcut="A")
+CIFAR_SPECS: dict[str, dict] = {
+    "resnet20_cifar": dict(spec=ResNetSpec(layers=(3, 3, 3), **_CIFAR_LAYOUT), reference_params=269_722),  # n = 3
+    "resnet32_cifar": dict(spec=ResNetSpec(layers=(5, 5, 5), **_CIFAR_LAYOUT), reference_params=464_154),  # n = 5
+    "resnet44_cifar": dict(spec=ResNetSpec(layers=(7, 7, 7), **_CIFAR_LAYOUT), reference_params=658_586),  # n = 7
+    "resnet56_cifar": dict(spec=ResNetSpec(layers=(9, 9, 9), **_CIFAR_LAYOUT), reference_params=853_018),  # n = 9
+    "resnet110_cifar": dict(spec=ResNetSpec(layers=(18, 18, 18), **_CIFAR_LAYOUT),  # n = 18
+                            reference_params=1_727_962),
 }
 
-# name: (spec, reference_params, paper, year, family, reference, tiny)
-VARIANT_SPECS: dict[str, tuple[ResNetSpec, int, str, int, str, str, dict]] = {
-    "resnext50_32x4d": (ResNetSpec(_B, (3, 4, 6, 3), groups=32, width_per_group=4), 25_028_904,
-                        _RESNEXT, 2017, "resnext", _TV, _TINY_GROUPED),
-    "resnext101_32x8d": (ResNetSpec(_B, (3, 4, 23, 3), groups=32, width_per_group=8), 88_791_336,
-                         _RESNEXT, 2017, "resnext", _TV, _TINY_GROUPED),
-    "wide_resnet50_2": (ResNetSpec(_B, (3, 4, 6, 3), width_per_group=128), 68_883_240,
-                        _WRN, 2016, "wide_resnet", _TV, _TINY),
-    "wide_resnet101_2": (ResNetSpec(_B, (3, 4, 23, 3), width_per_group=128), 126_886_696,
-                         _WRN, 2016, "wide_resnet", _TV, _TINY),
-    # SE after the last BN of the branch, r = 16 (Hu et al. §6.1); counts of timm's models.
-    "seresnet50": (ResNetSpec(_B, (3, 4, 6, 3), se_ratio=1 / 16), 28_088_024,
-                   _SE, 2018, "seresnet", f"{_TIMM} (seresnet50)", _TINY),
-    "seresnet152": (ResNetSpec(_B, (3, 8, 36, 3), se_ratio=1 / 16), 66_821_848,
-                    _SE, 2018, "seresnet", f"{_TIMM} (seresnet152)", _TINY),
-    "seresnext50_32x4d": (ResNetSpec(_B, (3, 4, 6, 3), groups=32, width_per_group=4, se_ratio=1 / 16), 27_559_896,
-                          _SE, 2018, "seresnet", f"{_TIMM} (seresnext50_32x4d)", _TINY_GROUPED),
+# Relatives built from the same blocks, each with its paper and reference count.
+VARIANT_SPECS: dict[str, dict] = {
+    # ResNeXt-50 (32x4d), Xie et al. 2017 Table 1: 32 groups of 4 channels in the first stage.
+    "resnext50_32x4d": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 6, 3), groups=32, width_per_group=4),
+                            reference_params=25_028_904, family="resnext", paper=_RESNEXT, year=2017,
+                            reference=_TV, extra={"tiny": _TINY_GROUPED}),
+    # ResNeXt-101 (32x8d), torchvision's wider 101-layer variant.
+    "resnext101_32x8d": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 23, 3), groups=32, width_per_group=8),
+                             reference_params=88_791_336, family="resnext", paper=_RESNEXT, year=2017,
+                             reference=_TV, extra={"tiny": _TINY_GROUPED}),
+    # WRN-50-2: the bottleneck's inner width doubled (torchvision's wide_resnet50_2).
+    "wide_resnet50_2": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 6, 3), width_per_group=128),
+                            reference_params=68_883_240, family="wide_resnet", paper=_WRN, year=2016,
+                            reference=_TV, extra={"tiny": _TINY}),
+    # WRN-101-2: the same on ResNet-101.
+    "wide_resnet101_2": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 23, 3), width_per_group=128),
+                             reference_params=126_886_696, family="wide_resnet", paper=_WRN, year=2016,
+                             reference=_TV, extra={"tiny": _TINY}),
+    # SE-ResNet-50: SE after the last BN of the branch, r = 16 (Hu et al. §6.1); timm's count.
+    "seresnet50": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 6, 3), se_ratio=1 / 16),
+                       reference_params=28_088_024, family="seresnet", paper=_SE, year=2018,
+                       reference=f"{_TIMM} (seresnet50)", extra={"tiny": _TINY}),
+    # SE-ResNet-152, as above.
+    "seresnet152": dict(spec=ResNetSpec(block=_B, layers=(3, 8, 36, 3), se_ratio=1 / 16),
+                        reference_params=66_821_848, family="seresnet", paper=_SE, year=2018,
+                        reference=f"{_TIMM} (seresnet152)", extra={"tiny": _TINY}),
+    # SE-ResNeXt-50 (32x4d): the SE gate on ResNeXt's blocks.
+    "seresnext50_32x4d": dict(spec=ResNetSpec(block=_B, layers=(3, 4, 6, 3), groups=32, width_per_group=4,
+                                              se_ratio=1 / 16),
+                              reference_params=27_559_896, family="seresnet", paper=_SE, year=2018,
+                              reference=f"{_TIMM} (seresnext50_32x4d)", extra={"tiny": _TINY_GROUPED}),
 }
 
-for _name, (_spec, _params) in RESNET_SPECS.items():
-    register(_name, ResNet, _spec, family="resnet", paper=_PAPER, year=2016, reference_params=_params,
-             reference=_TV, extra={"tiny": _TINY})
+for _name, _row in RESNET_SPECS.items():
+    register(_name, ResNet, **_RESNET, **_row)
 
-for _name, (_spec, _params) in CIFAR_SPECS.items():
-    register(_name, ResNet, _spec, family="resnet", paper=_PAPER, year=2016, reference_params=_params,
-             reference="He et al. 2016 Table 6 (rounded); exact: akamaster/pytorch_resnet_cifar10 option A",
-             num_classes=10, input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD, extra={"tiny": _TINY_CIFAR})
+for _name, _row in CIFAR_SPECS.items():
+    register(_name, ResNet, **_CIFAR, **_row)
 
-for _name, (_spec, _params, _paper, _year, _family, _ref, _tiny) in VARIANT_SPECS.items():
-    register(_name, ResNet, _spec, family=_family, paper=_paper, year=_year, reference_params=_params,
-             reference=_ref, extra={"tiny": _tiny})
+for _name, _row in VARIANT_SPECS.items():
+    register(_name, ResNet, **_row)

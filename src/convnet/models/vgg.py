@@ -50,7 +50,12 @@ class VGGHead(nn.Module):
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(x).flatten(1)  # (B, C, *S) -> (B, C * pool_size^d)
-        x = self.drop(self.act(self.fc2(self.drop(self.act(self.fc1(x))))))
+        x = self.fc1(x)  # (B, fc_width)
+        x = self.act(x)
+        x = self.drop(x)
+        x = self.fc2(x)  # (B, fc_width)
+        x = self.act(x)
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
 
@@ -87,7 +92,7 @@ class VGG(ConvNetClassifier):
     def _init_weights(self) -> None:
         # torchvision's scheme: He-normal convolutions, N(0, 0.01) linear layers, zero biases.
         for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if isinstance(m, L.CONV_TYPES):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -105,16 +110,18 @@ _PAPER = "Simonyan, Zisserman. Very Deep Convolutional Networks for Large-Scale 
 _TV = "torchvision.models.vgg"
 _TINY = dict(widths=(8, 8, 16, 16, 16), fc_width=32, pool_size=2)
 
-# Table 1 configurations A, B, D, E; counts from torchvision's reference implementation.
-VGG_SPECS: dict[str, tuple[tuple[int, ...], int, int]] = {
-    "vgg11": ((1, 1, 2, 2, 2), 132_863_336, 132_868_840),
-    "vgg13": ((2, 2, 2, 2, 2), 133_047_848, 133_053_736),
-    "vgg16": ((2, 2, 3, 3, 3), 138_357_544, 138_365_992),
-    "vgg19": ((2, 2, 4, 4, 4), 143_667_240, 143_678_248),
+# Table 1 configurations A, B, D, E, and each with BN; counts from torchvision's reference implementation.
+VGG_SPECS: dict[str, dict] = {
+    "vgg11": dict(spec=VGGSpec(depths=(1, 1, 2, 2, 2)), reference_params=132_863_336),  # A
+    "vgg11_bn": dict(spec=VGGSpec(depths=(1, 1, 2, 2, 2), batch_norm=True), reference_params=132_868_840),
+    "vgg13": dict(spec=VGGSpec(depths=(2, 2, 2, 2, 2)), reference_params=133_047_848),  # B
+    "vgg13_bn": dict(spec=VGGSpec(depths=(2, 2, 2, 2, 2), batch_norm=True), reference_params=133_053_736),
+    "vgg16": dict(spec=VGGSpec(depths=(2, 2, 3, 3, 3)), reference_params=138_357_544),  # D
+    "vgg16_bn": dict(spec=VGGSpec(depths=(2, 2, 3, 3, 3), batch_norm=True), reference_params=138_365_992),
+    "vgg19": dict(spec=VGGSpec(depths=(2, 2, 4, 4, 4)), reference_params=143_667_240),  # E
+    "vgg19_bn": dict(spec=VGGSpec(depths=(2, 2, 4, 4, 4), batch_norm=True), reference_params=143_678_248),
 }
 
-for _name, (_depths, _plain, _bn) in VGG_SPECS.items():
-    for _suffix, _use_bn, _params in (("", False, _plain), ("_bn", True, _bn)):
-        register(f"{_name}{_suffix}", VGG, VGGSpec(depths=_depths, batch_norm=_use_bn), family="vgg",
-                 paper=_PAPER, year=2015, reference_params=_params, reference=_TV,
-                 extra={"tiny": dict(_TINY, depths=(1,) * len(_depths))})
+for _name, _row in VGG_SPECS.items():
+    register(_name, VGG, family="vgg", paper=_PAPER, year=2015, reference=_TV,
+             extra={"tiny": dict(_TINY, depths=(1,) * len(_row["spec"].depths))}, **_row)

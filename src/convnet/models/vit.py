@@ -77,7 +77,9 @@ class PositionEmbedding(nn.Module):
     def forward(self, grid: tuple[int, ...]) -> torch.Tensor:
         cls_pos, patch_pos = self.weight[:, :1], self.weight[:, 1:]
         if tuple(grid) != self.grid:
-            patch_pos = resize_grid(_to_grid(patch_pos, self.grid), grid).flatten(2).transpose(1, 2)
+            patch_pos = _to_grid(patch_pos, self.grid)  # (1, C, *default grid)
+            patch_pos = resize_grid(patch_pos, grid)  # (1, C, *grid)
+            patch_pos = patch_pos.flatten(2).transpose(1, 2)  # (1, N, C)
         return torch.cat([cls_pos, patch_pos], dim=1)  # (1, 1 + prod(grid), C)
 
     def inflated(self, time_kernel: int) -> PositionEmbedding:
@@ -119,10 +121,11 @@ class VisionTransformer(ConvNetClassifier):
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = PositionEmbedding(dim, (spec.img_size // p,) * d)
         self.pos_drop = nn.Dropout(drop_rate)
+        # Stochastic depth grows linearly with depth (Huang et al. 2016), as timm's ViT.
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, spec.num_heads, spec.mlp_dim, qkv_bias=spec.qkv_bias, drop=drop_rate,
-                             attn_drop=attn_drop_rate, drop_path=drop_path_rate * j / max(spec.depth - 1, 1))
-            for j in range(spec.depth))
+                             attn_drop=attn_drop_rate, drop_path=rate)
+            for rate in L.drop_path_rates(spec.depth, drop_path_rate))
         self.last_block_input = nn.Identity()  # a spatial hook point for Grad-CAM
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.feature_grid = nn.Identity()  # the (B, C, *S) output of forward_features
@@ -134,7 +137,9 @@ class VisionTransformer(ConvNetClassifier):
         x = self.patch_embed(x)  # (B, C, *S), S = input // P
         grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)  # (B, N, C)
-        x = self.pos_drop(_prepend(self.class_token.expand(x.shape[0], -1, -1), x) + self.pos_embed(grid))
+        cls = self.class_token.expand(x.shape[0], -1, -1)  # (B, 1, C)
+        x = _prepend(cls, x) + self.pos_embed(grid)  # Eq. 1: (B, 1 + N, C)
+        x = self.pos_drop(x)
         for j, block in enumerate(self.blocks):
             if j == len(self.blocks) - 1:
                 patches = self.last_block_input(_to_grid(x[:, 1:], grid))
@@ -167,14 +172,17 @@ _PAPER = ("Dosovitskiy, Beyer, Kolesnikov, Weissenborn, Zhai, Unterthiner, Dehgh
 # Contract tests: 32 per axis, patch 8 -> a 4^d grid.
 _TINY = {"patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2, "mlp_dim": 32, "img_size": 32}
 
-# name: (spec, reference_params, reference). ViT-B/L: Table 1 of the paper; ViT-S (D 384, 6 heads)
-# is the DeiT-S shape that timm registers as vit_small_patch16_224.
-VIT_SPECS: dict[str, tuple[ViTSpec, int, str]] = {
-    "vit_s_16": (ViTSpec(16, 384, 12, 6, 1536), 22_050_664, "timm.models.vision_transformer (vit_small_patch16_224)"),
-    "vit_b_16": (ViTSpec(16, 768, 12, 12, 3072), 86_567_656, "torchvision.models.vit_b_16"),
-    "vit_l_16": (ViTSpec(16, 1024, 24, 16, 4096), 304_326_632, "torchvision.models.vit_l_16"),
+VIT_SPECS: dict[str, dict] = {
+    # ViT-S/16: the DeiT-S shape (Touvron et al. 2021) that timm registers as vit_small_patch16_224.
+    "vit_s_16": dict(spec=ViTSpec(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
+                     reference_params=22_050_664, reference="timm.models.vision_transformer (vit_small_patch16_224)"),
+    # ViT-Base/16, Table 1 of the paper.
+    "vit_b_16": dict(spec=ViTSpec(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_dim=3072),
+                     reference_params=86_567_656, reference="torchvision.models.vit_b_16"),
+    # ViT-Large/16, Table 1 of the paper.
+    "vit_l_16": dict(spec=ViTSpec(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096),
+                     reference_params=304_326_632, reference="torchvision.models.vit_l_16"),
 }
 
-for _name, (_spec, _params, _ref) in VIT_SPECS.items():
-    register(_name, VisionTransformer, _spec, family="vit", paper=_PAPER, year=2021, reference_params=_params,
-             reference=_ref, extra={"tiny": _TINY})
+for _name, _row in VIT_SPECS.items():
+    register(_name, VisionTransformer, family="vit", paper=_PAPER, year=2021, extra={"tiny": _TINY}, **_row)

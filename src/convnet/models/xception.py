@@ -114,8 +114,14 @@ class XceptionBlock(nn.Module):
         else:
             self.shortcut = nn.Identity()
 
+    def zero_init_last(self) -> None:
+        """Start as the identity where the shortcut is: the last BN's scale at zero."""
+        nn.init.zeros_(self.units[-1].norm.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.units(x)) + self.shortcut(x)
+        out = self.units(x)  # reps x (ReLU, separable 3x3, BN): (B, C_out, *S)
+        out = self.pool(out)  # 3x3 max pool where the module strides: (B, C_out, *S / stride)
+        return out + self.shortcut(x)
 
 
 class Xception(ConvNetClassifier):
