@@ -107,7 +107,8 @@ def _forward_with_activation(model: nn.Module, x: torch.Tensor, layer: str
 
     h = module.register_forward_hook(hook)
     try:
-        logits = model(x)
+        # A detector's output is a list of boxes; its analysis_forward gives per-class evidence (B, K).
+        logits = getattr(model, "analysis_forward", model)(x)
     finally:
         h.remove()
     if "a" not in store:
@@ -127,7 +128,8 @@ def grad_cam(
     """Grad-CAM (``method="gradcam"``) or Grad-CAM++ (``"gradcam++"``) for a batch.
 
     Args:
-        model: a classifier (B, C, *S) -> (B, K).
+        model: a classifier (B, C, *S) -> (B, K), or a segmentation model (B, C, *S) -> (B, K, *S)
+            whose class score is the sum of the class's logits over the input.
         x: the input batch, already preprocessed.
         target: the class to explain, one for all samples or one per sample; None takes each
             sample's top-1 class.
@@ -143,8 +145,19 @@ def grad_cam(
         with torch.enable_grad():
             xg = x.detach().clone().requires_grad_(True)  # a graph even for frozen weights
             logits, acts = _forward_with_activation(model, xg, name)
+            if isinstance(logits, dict):  # torchvision's segmentation layout: {"out", "aux"}
+                logits = logits["out"]
+            scores = logits
+            if logits.ndim > 2:
+                # A segmentation model's logits (B, K, *S): the class score is the sum of the
+                # class's logits over every position (Vinogradova, Dibrov & Myers 2020, "Towards
+                # interpretable semantic segmentation via gradient-weighted class activation
+                # mapping", AAAI, with the whole input as the region); the logits kept in the
+                # result are their mean over the positions (the sum divided by a constant).
+                scores = logits.flatten(2).sum(2)
+                logits = logits.flatten(2).mean(2)
             if logits.ndim != 2:
-                raise ValueError(f"expected logits (B, K), got shape {tuple(logits.shape)}")
+                raise ValueError(f"expected logits (B, K) or (B, K, *S), got shape {tuple(logits.shape)}")
             if acts.ndim != x.ndim:
                 raise ValueError(f"layer {name!r} outputs shape {tuple(acts.shape)}, not a spatial map "
                                  f"of rank {x.ndim} like the input")
@@ -156,7 +169,7 @@ def grad_cam(
                 classes = classes.expand(b) if classes.numel() == 1 else classes
                 if classes.numel() != b or (classes < 0).any() or (classes >= logits.shape[1]).any():
                     raise ValueError(f"target {target!r} is not one class (0..{logits.shape[1] - 1}) per sample")
-            score = logits.gather(1, classes.view(-1, 1)).sum()
+            score = scores.gather(1, classes.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, acts)
     finally:
         model.train(was_training)
