@@ -126,9 +126,37 @@ class Task(abc.ABC):
         was (``run`` is the run's config.json; ``options``: the task's reading options)."""
         raise ValueError(f"task {self.name!r} does not read input files")
 
+    def load_input_bytes(self, data: bytes, filename: str, run: dict[str, Any], **options: Any) -> Sample:
+        """An input received as bytes (an upload to ``serve``), read as :meth:`load_input` reads a
+        file. By default the bytes go to a private temporary file (a fresh 0700 directory) named
+        with ``filename``'s suffix, since readers choose by suffix (``.wav``, ``.nii.gz``), and
+        are read from there, so an upload and the same file given to ``predict`` are one input.
+        Errors name ``filename``, never the temporary path."""
+        import tempfile
+
+        from ..data.readers import DataFormatError
+
+        with tempfile.TemporaryDirectory(prefix="convnet-input-") as tmp:
+            path = str(Path(tmp) / f"input{_safe_suffix(filename)}")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            try:
+                sample = self.load_input(path, run, **options)
+            except ValueError as e:
+                raise DataFormatError(str(e).replace(path, filename)) from e
+        return {**sample, "path": filename}
+
     def describe(self, prediction: dict[str, Any], run: dict[str, Any], top_k: int | None = None) -> str:
         """One line about a prediction for the console (``top_k``: how many alternatives to name)."""
         return str(prediction)
+
+    def to_response(self, prediction: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        """A prediction as ``serve`` answers it: a JSON-safe dict (by default the prediction with
+        tensors as lists). The web page draws the keys it knows: ``top_k`` (a list of
+        ``{"index", "label", "prob"}``, best first; ``label`` is shown as the answer), ``mask``
+        (``{"png": base64 8-bit PNG of class indices, "classes": [names]}``) and ``boxes`` (a list
+        of ``{"box": [x1, y1, x2, y2] in the uploaded image's pixels, "label", "score"}``)."""
+        return _jsonable(prediction)
 
     def write_prediction(self, prediction: dict[str, Any], sample: Sample, out_dir: Path,
                          run: dict[str, Any]) -> list[Path]:
@@ -158,6 +186,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _safe_suffix(filename: str) -> str:
+    """``filename``'s suffixes (".png", ".nii.gz") when they are short and plain, else ""."""
+    suffix = "".join(Path(filename).suffixes[-2:]).lower()
+    return suffix if len(suffix) <= 12 and all(c.isalnum() or c == "." for c in suffix) else ""
 
 
 TASKS: dict[str, type[Task]] = {}

@@ -225,6 +225,13 @@ class ClassificationTask(Task):
         pairs = list(zip(prediction["classes"], prediction["probs"]))[:top_k or None]
         return ", ".join(f"{classes[i] if i < len(classes) else i} ({p:.3f})" for i, p in pairs)
 
+    def to_response(self, prediction: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        """The top-k classes with their names and probabilities, best first (``serve``'s JSON)."""
+        classes = run["data"].get("classes") or []
+        top = [{"index": int(i), "label": str(classes[i]) if i < len(classes) else str(i), "prob": float(p)}
+               for i, p in zip(prediction["classes"], prediction["probs"])]
+        return {"label": top[0]["label"], "index": top[0]["index"], "top_k": top}
+
     # ------------------------------------------------------------------ report
     def report_figures(self, evaluation: ClassificationMetrics, model: nn.Module, data: Any, run: dict[str, Any]):
         from .figures import classification_figures
