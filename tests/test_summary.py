@@ -251,3 +251,22 @@ def test_cli_summary_is_instant_on_meta(capsys):
     assert main(["summary", "alexnet", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert round(d["total_macs"] / 1e9, 2) == 0.71 and d["receptive_field"] == [195, 195]
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2, 3])
+def test_input_size_with_or_without_the_batch(spatial_dims):
+    """As torchinfo: (B, C, *S) works as well as (C, *S); the model's spatial_dims tells them apart."""
+    model = tiny_model("resnet18", spatial_dims=spatial_dims)
+    size = (2,) + (32,) * spatial_dims
+    plain = summary(model, size, receptive_field=False)
+    batched = summary(model, (3, *size), receptive_field=False)
+    assert batched.batch_size == 3 and plain.batch_size == 1
+    assert batched.input_shape == plain.input_shape == size
+    assert batched.total_macs == plain.total_macs and [r.output_shape for r in batched.rows] == \
+        [r.output_shape for r in plain.rows]
+    assert batched.activation_bytes == 3 * plain.activation_bytes
+    assert summary(model, (1, *size), batch_size=1, receptive_field=False).batch_size == 1
+    with pytest.raises(ValueError, match="has batch 3, but batch_size=2"):
+        summary(model, (3, *size), batch_size=2)
+    with pytest.raises(ValueError, match=f"spatial_dims={spatial_dims} is"):
+        summary(model, (1, *size, 4))

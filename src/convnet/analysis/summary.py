@@ -330,15 +330,34 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return next((t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)), None)
 
 
-def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, batch_size: int = 1,
+def _split_batch(model: nn.Module, size: tuple[int, ...], batch_size: int | None) -> tuple[tuple[int, ...], int]:
+    """(C, *S) and the batch from an input size given as (C, *S) or (B, C, *S): with the model's
+    ``spatial_dims`` the rank tells which; a wrong rank is named with both accepted forms."""
+    spatial_dims = getattr(model, "spatial_dims", None)
+    if isinstance(spatial_dims, int):
+        if len(size) == spatial_dims + 2:
+            if batch_size is not None and batch_size != size[0]:
+                raise ValueError(f"input_size {size} has batch {size[0]}, but batch_size={batch_size}")
+            return size[1:], size[0]
+        if len(size) != spatial_dims + 1:
+            axes = ("L",) if spatial_dims == 1 else ("H", "W") if spatial_dims == 2 else ("D", "H", "W")
+            raise ValueError(f"input_size for a model with spatial_dims={spatial_dims} is (C, {', '.join(axes)}) "
+                             f"or (B, C, {', '.join(axes)}), got {size}")
+    return size, 1 if batch_size is None else batch_size
+
+
+def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, batch_size: int | None = None,
             device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
             receptive_field: bool = True) -> ModelSummary:
     """Run one forward pass on zeros and tabulate every layer.
 
     Args:
         model: any nn.Module taking one (B, C, *S) tensor.
-        input_size: (C, *S) without the batch; defaults to ``model.default_cfg["input_size"]``.
-        batch_size: the batch of the probing pass (BatchNorm in eval mode needs none).
+        input_size: (C, *S), or (B, C, *S) with the batch as torchinfo takes it; defaults to
+            ``model.default_cfg["input_size"]``. The two are told apart by the model's
+            ``spatial_dims`` (a model without that attribute takes (C, *S) only).
+        batch_size: the batch of the probing pass (BatchNorm in eval mode needs none); default
+            the batch in ``input_size``, else 1.
         device: where to run; ``"meta"`` counts without computing (instant for ResNet-50 or VGG-16
             at 224): a model not already on the meta device (or not in ``dtype``) is copied
             there, the given one is left as it is. Defaults to the device of the model's
@@ -358,7 +377,7 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, batch_
         input_size = getattr(model, "default_cfg", {}).get("input_size")
         if input_size is None:
             raise ValueError("summary() needs input_size=(C, *S) for a model without default_cfg")
-    input_size = tuple(int(s) for s in input_size)
+    input_size, batch_size = _split_batch(model, tuple(int(s) for s in input_size), batch_size)
     param_device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device) if device is not None else param_device
     param_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), dtype)
@@ -412,7 +431,9 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, batch_
         with torch.no_grad():
             x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
             with counter:
-                out = probe(x)
+                # A detector's output depends on its box selection (data-dependent, host-side NMS):
+                # its analysis_forward is the dense part, reduced to per-class evidence (B, K).
+                out = getattr(probe, "analysis_forward", probe)(x)
     finally:
         for h in handles:
             h.remove()
