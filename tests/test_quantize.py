@@ -9,6 +9,7 @@ from oracle import randomize_batchnorm
 from torch import nn
 
 from convnet import create_model
+from convnet import layers as L
 from convnet.data.datasets import load_digits
 from convnet.deploy import int8_modules, quantize_int8, remaining_batchnorms
 
@@ -81,7 +82,7 @@ def test_quantize_folds_norms_and_keeps_pooling_float(spatial_dims: int) -> None
     """A ResNet (batch norms, residual adds, global pooling over x.ndim axes) in every dim:
     every convolution int8, no norm left, logits close to float."""
     model = randomize_batchnorm(tiny_model("resnet18", spatial_dims=spatial_dims), seed=1).eval()
-    n_convs = sum(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
+    n_convs = sum(isinstance(m, L.CONV_TYPES) for m in model.modules())
     x = torch.randn(8, model.in_channels, *([32] * spatial_dims), generator=torch.Generator().manual_seed(2))
     q = quantize_int8(model, [x])
     kinds = int8_modules(q)

@@ -50,8 +50,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.factory import memory_format
+from .optimize import optimize, resolve_dtype
 
-MODES = ("eager", "optimized", "onnxruntime")
 _DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _CEILINGS: dict[tuple[str, str, int], float] = {}
 _BASE_KEYS = ("img_per_s", "p50_ms", "p99_ms", "peak_mem_mb", "achieved_flops", "ceiling", "share_of_ceiling")
@@ -61,18 +61,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in _DTYPE_NAMES.items()}[dtype]
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:
-    """"auto" -> the fastest dtype the device computes natively (optimize's rule); names and
-    torch dtypes pass through."""
-    try:
-        from .optimize import resolve_dtype as resolve
-    except ImportError:  # optimize not installed alongside: fp32 unless asked
-        resolve = None
-    if resolve is not None:
-        return resolve(dtype, device)
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return torch.float32 if dtype == "auto" else _DTYPE_NAMES[dtype]
 
 
 @contextlib.contextmanager
@@ -208,65 +196,62 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-def _inference_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype, compile: bool,
-                    threads: int | None) -> tuple[Callable[[], Any], dict[str, Any]]:
-    device = x.device
+# Inference steps by mode: (model, x, dtype, compile, threads) -> (the timed call, how it ran).
+InferenceStep = Callable[[nn.Module, torch.Tensor, torch.dtype, bool, "int | None"],
+                         tuple[Callable[[], Any], dict[str, Any]]]
+
+
+def _eager_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, compile: bool,
+                     threads: int | None) -> tuple[Callable[[], Any], dict[str, Any]]:
+    def step() -> Any:
+        with torch.inference_mode(), _autocast(x.device, dtype):
+            return model(x)
+    return step, {}
+
+
+def _optimized_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, compile: bool,
+                         threads: int | None) -> tuple[Callable[[], Any], dict[str, Any]]:
+    fast = optimize(model, dtype=dtype, compile=compile, channels_last=True, example_input=x)
+    info = {"optimizer": "convnet.deploy.optimize", "compiled": bool(getattr(fast, "compiled", compile))}
+
+    def step() -> Any:
+        with torch.inference_mode():
+            return fast(x)
+    return step, info
+
+
+def _onnxruntime_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, compile: bool,
+                           threads: int | None) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .export import export_onnx, require
+
+    (ort,) = require("onnxruntime")
     info: dict[str, Any] = {}
-    if mode == "eager":
-        def step() -> Any:
-            with torch.inference_mode(), _autocast(device, dtype):
-                return model(x)
-        return step, info
-    if mode == "optimized":
-        try:
-            from .optimize import optimize
-        except ImportError:  # pragma: no cover - a stand-in until optimize ships with the package
-            optimize = None
-        if optimize is not None:
-            fast = optimize(model, dtype=dtype, compile=compile, channels_last=True, example_input=x)
-            info["optimizer"] = "convnet.deploy.optimize"
-            info["compiled"] = bool(getattr(fast, "compiled", compile))
-        else:
-            fmt = memory_format(x.ndim - 2)
-            fast = copy.deepcopy(model).eval()
-            fast = fast.to(memory_format=fmt) if fmt else fast
-            fast = torch.compile(fast) if compile else fast
-            info["optimizer"] = "stand-in (autocast + channels_last)"
-            info["compiled"] = compile
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = (["CUDAExecutionProvider"] if x.device.type == "cuda" else []) + ["CPUExecutionProvider"]
+    with tempfile.TemporaryDirectory(prefix="convnet-bench-") as tmp:  # the session keeps the weights
+        path = export_onnx(model, Path(tmp) / "model.onnx", x[:2] if x.shape[0] > 1 else x)
+        info["onnx_file_mb"] = os.path.getsize(path) / 2 ** 20
+        session = ort.InferenceSession(str(path), opts, providers=[p for p in providers
+                                                                    if p in ort.get_available_providers()])
+    name = session.get_inputs()[0].name
+    feed = {name: x.detach().cpu().numpy()}
+    info["optimizer"] = f"onnxruntime {ort.__version__} ({session.get_providers()[0]})"
+    return (lambda: session.run(None, feed)), info
 
-        def step() -> Any:
-            with torch.inference_mode():
-                if info["optimizer"].startswith("stand-in"):
-                    with _autocast(device, dtype):
-                        return fast(x)
-                return fast(x)
-        return step, info
-    if mode == "onnxruntime":
-        from .export import export_onnx, require
 
-        (ort,) = require("onnxruntime")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = (["CUDAExecutionProvider"] if device.type == "cuda" else []) + ["CPUExecutionProvider"]
-        with tempfile.TemporaryDirectory(prefix="convnet-bench-") as tmp:  # the session keeps the weights
-            path = export_onnx(model, Path(tmp) / "model.onnx", x[:2] if x.shape[0] > 1 else x)
-            info["onnx_file_mb"] = os.path.getsize(path) / 2 ** 20
-            session = ort.InferenceSession(str(path), opts, providers=[p for p in providers
-                                                                        if p in ort.get_available_providers()])
-        name = session.get_inputs()[0].name
-        feed = {name: x.detach().cpu().numpy()}
-        info["optimizer"] = f"onnxruntime {ort.__version__} ({session.get_providers()[0]})"
-        return (lambda: session.run(None, feed)), info
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+# The modes (see the module docstring); bench_model checks a mode against this table once.
+INFERENCE_STEPS: dict[str, InferenceStep] = {
+    "eager": _eager_inference,
+    "optimized": _optimized_inference,
+    "onnxruntime": _onnxruntime_inference,
+}
+MODES = tuple(INFERENCE_STEPS)
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype,
                 compile: bool) -> tuple[Callable[[], Any], dict[str, Any]]:
-    if mode == "onnxruntime":
-        raise ValueError("mode 'onnxruntime' benchmarks inference only; drop --train or pick eager/optimized")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     device = x.device
     model = copy.deepcopy(model).float().eval()
     with torch.no_grad():
@@ -300,7 +285,7 @@ def _measure(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype, t
         if train:
             step, info = _train_step(model, x, mode, dtype, compile)
         else:
-            step, info = _inference_step(model, x, mode, dtype, compile, threads)
+            step, info = INFERENCE_STEPS[mode](model, x, dtype, compile, threads)
         info["setup_s"] = time.perf_counter() - t0
         times, mem, kind = _time(step, x.device, warmup, iters)
     total = sum(times)

@@ -44,7 +44,7 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
-from ..layers.factory import SameConv, memory_format
+from ..layers.factory import CONV_TYPES, SameConv, memory_format
 from ..layers.inflation import InflatedConv
 
 __all__ = ["OptimizedModel", "bf16_supported", "fold_batchnorm", "optimize", "remaining_batchnorms",
@@ -52,8 +52,9 @@ __all__ = ["OptimizedModel", "bf16_supported", "fold_batchnorm", "optimize", "re
 
 # Convolutions whose forward is exactly "pad (maybe), then F.conv with self.weight and self.bias":
 # scaling their weight and shifting their bias is the whole fold. Subclasses that transform the
-# weight in forward (weight standardisation, connection tables) are not listed on purpose.
-_FOLDABLE_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, InflatedConv)
+# weight in forward (weight standardisation, connection tables) are not listed on purpose, which is
+# why the check is on the exact type.
+_FOLDABLE_CONVS = (*CONV_TYPES, InflatedConv)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
