@@ -1,0 +1,141 @@
+"""The web page of ``convnet serve`` in a real browser: Debian's headless Chromium driven by
+Playwright (its bundled browsers are never downloaded; ``executable_path`` points at the system
+one). The test starts ``convnet serve`` on a free loopback port, opens the page, uploads a digit
+and reads the rendered top-1 class (it must be the class /predict gives for the same bytes),
+then uploads a text file and reads the error the page shows. It also saves the screenshot the
+README shows (docs/images/serve.png).
+
+A machine without Chromium or Playwright skips with the reason; CI sets
+CONVNET_REQUIRE_BROWSER=1 (.ci/run), which turns that skip into a failure.
+CONVNET_SERVE_RUN=DIR serves that run instead of the tiny one trained here (the README's
+screenshot shows the default job's run).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_serve import digit_png, digits_run
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CONVNET_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"CONVNET_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    for candidate in ("chromium", "chromium-browser"):
+        path = shutil.which(candidate)
+        if path:
+            return path
+    _unavailable("no Chromium on this machine (Debian: apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST" if body is not None else "GET", path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("Playwright is not installed (pip install playwright; no `playwright install` needed)")
+    browser = _chromium()
+    run = Path(os.environ["CONVNET_SERVE_RUN"]) if os.environ.get("CONVNET_SERVE_RUN") else digits_run(tmp_path_factory)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve-log") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "convnet", "serve", "--run", str(run), "--port", str(port),
+                                 "--threads", "1"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if _get(port, "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"convnet serve did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield {"port": port, "chromium": browser, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_page_shows_the_top1_class_and_the_servers_errors(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    port = server["port"]
+    origin = f"http://127.0.0.1:{port}"
+    png = digit_png(7, 64)
+    status, expected = _get(port, "/predict", png, {"Content-Type": "image/png"})
+    assert status == 200
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=server["chromium"], headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 720})
+            requested, problems = [], []
+            page.on("request", lambda req: requested.append(req.url))
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.goto(origin + "/")
+            # Waits go through Playwright's selectors: the page's CSP forbids the eval of wait_for_function.
+            expect(page.locator("#info")).to_contain_text("classify", timeout=30000)
+
+            page.set_input_files("#file", files=[{"name": "digit.png", "mimeType": "image/png", "buffer": png}])
+            expect(page.locator("#top1")).not_to_be_empty(timeout=30000)
+            expect(page.locator("#cam-image")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+            top1 = page.inner_text("#top1")
+            assert top1 == expected["prediction"]["label"]
+            bars = page.locator("#bars li")
+            assert bars.count() == len(expected["prediction"]["top_k"])
+            assert bars.first.locator(".bar-label").inner_text() == top1
+            assert page.is_visible("#cam-image") and not page.is_visible("#error")
+            shot = REPO / "docs" / "images" / "serve.png"
+            page.screenshot(path=str(shot if shot.parent.is_dir() else tmp_path / "serve.png"), full_page=True)
+
+            page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                                  "buffer": b"not a picture of a digit\n"}])
+            page.wait_for_selector("#error", state="visible", timeout=30000)
+            error = page.inner_text("#error")
+            assert "422" in error and "notes.txt" in error and "Pillow cannot identify" in error
+            assert not page.is_visible("#results")  # the old answer is not left standing beside the error
+        finally:
+            browser.close()
+    assert all(url.startswith(origin) or url.startswith(("data:", "blob:")) for url in requested), requested
+    # The failed upload's 422 is the only console error: the CSP blocked nothing, no script failed.
+    assert all("422" in text for text in problems), problems
