@@ -141,10 +141,10 @@ def test_gradcam_pp_end_to_end_on_a_linear_head():
 @pytest.mark.parametrize("spatial_dims", [1, 2, 3])
 def test_shapes_on_a_registered_model(spatial_dims):
     model = tiny_model("resnet18", spatial_dims=spatial_dims)
-    x = torch.randn(2, 2, *(16,) * spatial_dims)
+    x = torch.randn(2, 2, *(32,) * spatial_dims)  # resnet18's minimum: its total stride
     for method in ("gradcam", "gradcam++"):
         r = grad_cam(model, x, method=method)
-        assert r.cam.shape == (2, *(16,) * spatial_dims)
+        assert r.cam.shape == (2, *(32,) * spatial_dims)
         assert r.layer == model.default_cfg["cam_layer"] and r.raw.ndim == spatial_dims + 1
         assert torch.isfinite(r.cam).all() and r.cam.min() >= 0 and r.cam.max() <= 1
         assert torch.equal(r.classes, r.logits.argmax(1))

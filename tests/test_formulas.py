@@ -69,11 +69,13 @@ def test_two_3x3_see_what_one_5x5_sees():
 def test_resnet_sizes():
     model = tiny_model("resnet50", spatial_dims=1)
     info = input_size_info(model, range(1, 100))
-    assert info.minimum == 1  # every layer is padded
+    # Every layer is padded, so any size computes; the model takes its total stride and more
+    # (check_input: below it the last stages downsample a one-pixel map).
+    assert info.minimum == 32 == model.min_spatial_size() and info.runs == tuple(range(32, 100))
     assert info.aligned == (32, 64, 96) and info.stride == 32
     assert info.padding_for(70) == 26 and info.padding_for(64) == 0
     # exact (no layer floors): the 7/2 pad 3 stem needs W - 1 even at every stride-2 layer.
-    assert info.exact == (1, 33, 65, 97)
+    assert info.exact == (33, 65, 97)
 
 
 def test_inception_v3_minimum_is_75():
