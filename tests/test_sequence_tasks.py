@@ -418,6 +418,26 @@ def test_waveform_windows_are_split_by_time_with_next_sample_targets():
         waveform_splits("toy", torch.zeros(2000), 8000.0, DataOptions(val_fraction=0.1, test_fraction=0.2), window=256)
 
 
+@pytest.mark.skipif(find_spec("pydicom") is None, reason="pydicom not installed")
+def test_ecg_source_scales_the_lead_and_predict_reads_the_dicom_file():
+    from importlib import metadata
+
+    data = load_data("ecg:pydicom,channel=1,window=500", options=DataOptions(val_fraction=0.1, test_fraction=0.1))
+    info = data.info
+    assert (info["sample_rate"], info["samples"]["train"], info["n_train"]) == (1000.0, 8000, 15)
+    assert info["channel_name"] and info["gain"] > 0
+    x, _ = data.train
+    assert int(x.min()) < 64 and int(x.max()) > 192  # the training part's peak fills mu-law's range
+    dcm = metadata.distribution("pydicom").locate_file("pydicom/data/test_files/waveform_ecg.dcm")
+    wave = read_input(str(dcm), {"data": info})
+    from convnet.data.audio import load_dicom_waveform
+
+    lead = load_dicom_waveform(dcm).samples[1]
+    assert wave.shape == (1, 10_000)
+    torch.testing.assert_close(wave[0], lead * info["gain"])
+    assert float(wave[0, :8000].abs().max()) == pytest.approx(1.0)
+
+
 def test_generation_metric_is_nats_and_bits_over_scored_samples():
     logits = torch.randn(2, 256, 5)
     target = torch.randint(0, 256, (2, 5))

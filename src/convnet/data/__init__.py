@@ -19,6 +19,7 @@ from .audio import LogMelSpectrogram, Waveform, mu_law_decode, mu_law_encode, re
 from .text import Vocabulary, embedding_matrix, encode, load_rotten_tomatoes, read_word_vectors, tokenize
 from .timeseries import TimeSeriesData, load_aeon, read_ts, znormalize
 from .video import load_clip, read_frames, video_info
+from .inputs import read_input, register_input_reader
 
 __all__ = ["AugmentConfig", "BatchAugment", "BatchStream", "CIFAR10_CLASSES", "DataFormatError", "DataOptions",
            "DataSplits", "ImageFileSamples", "ImageFolder", "Preprocess", "Samples", "TensorSamples", "as_samples",
@@ -26,4 +27,5 @@ __all__ = ["AugmentConfig", "BatchAugment", "BatchStream", "CIFAR10_CLASSES", "D
            "random_affine", "read_idx", "register_dataset", "stratified_split",
            "LogMelSpectrogram", "TimeSeriesData", "Vocabulary", "Waveform", "embedding_matrix", "encode",
            "load_aeon", "load_clip", "load_rotten_tomatoes", "mu_law_decode", "mu_law_encode", "read_frames", "read_ts",
-           "read_wav", "read_word_vectors", "resample", "tokenize", "video_info", "znormalize"]
+           "read_wav", "read_word_vectors", "resample", "tokenize", "video_info", "znormalize",
+           "read_input", "register_input_reader"]
