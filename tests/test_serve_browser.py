@@ -2,13 +2,14 @@
 Playwright (its bundled browsers are never downloaded; ``executable_path`` points at the system
 one). The test starts ``convnet serve`` on a free loopback port, opens the page, uploads a digit
 and reads the rendered top-1 class (it must be the class /predict gives for the same bytes),
-then uploads a text file and reads the error the page shows. It also saves the screenshot the
-README shows (docs/images/serve.png).
+then uploads a text file and reads the error the page shows. It also takes a screenshot: the
+README's (docs/images/serve.png) when CONVNET_SERVE_RUN names the run to show.
 
 A machine without Chromium or Playwright skips with the reason; CI sets
 CONVNET_REQUIRE_BROWSER=1 (.ci/run), which turns that skip into a failure.
-CONVNET_SERVE_RUN=DIR serves that run instead of the tiny one trained here (the README's
-screenshot shows the default job's run).
+CONVNET_SERVE_RUN=DIR serves that run instead of the tiny one trained here and writes the
+screenshot to docs/images/serve.png (the README's shows the default job's run:
+``CONVNET_SERVE_RUN=runs/lenet5-digits-... pytest tests/test_serve_browser.py``).
 """
 from __future__ import annotations
 
@@ -125,8 +126,11 @@ def test_page_shows_the_top1_class_and_the_servers_errors(server, tmp_path):
             assert bars.count() == len(expected["prediction"]["top_k"])
             assert bars.first.locator(".bar-label").inner_text() == top1
             assert page.is_visible("#cam-image") and not page.is_visible("#error")
-            shot = REPO / "docs" / "images" / "serve.png"
-            page.screenshot(path=str(shot if shot.parent.is_dir() else tmp_path / "serve.png"), full_page=True)
+            # The README's picture is of a real run (CONVNET_SERVE_RUN); the tiny run's goes to tmp,
+            # so running the tests does not rewrite a tracked file.
+            shot = REPO / "docs" / "images" / "serve.png" if os.environ.get("CONVNET_SERVE_RUN") else tmp_path / "serve.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
 
             page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain",
                                                   "buffer": b"not a picture of a digit\n"}])
