@@ -127,6 +127,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models, model_info
 
+    if args.pretrained:
+        return _list_pretrained(args)
     names = list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
@@ -145,6 +147,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'name':<{w}}  {'family':<10}  {'params':>13}  year  paper")
     for r in rows:
         print(f"{r['name']:<{w}}  {r['family']:<10}  {r['params']:>13,}  {r['year']}  {r['paper']}")
+    return 0
+
+
+def _list_pretrained(args: argparse.Namespace) -> int:
+    """``convnet models --pretrained``: the weights table (convnet.weights.pretrained)."""
+    from .weights.pretrained import get_weights, list_pretrained
+
+    entries = [get_weights(*n.split(".", 1)) for n in list_pretrained(args.pattern)]
+    if not entries:
+        print(f"no pretrained weights for a model matching {args.pattern!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([{**e.summary(), "default": e.default, "preprocess": e.preprocess.to_dict()}
+                          for e in entries], indent=2))
+        return 0
+    w = max(len(e.name) for e in entries) + 2
+    print(f"{'weights (* = default)':<{w}}  {'data':<24} {'published':<27} {'hash':<7} preprocessing")
+    for e in entries:
+        figures = ", ".join(f"{k} {v}" for k, v in e.metrics.items()) or "-"
+        print(f"{e.name + (' *' if e.default else ''):<{w}}  {e.dataset:<24} {figures:<27} {e.hash_kind:<7} "
+              f"{e.preprocess.describe()}")
     return 0
 
 
@@ -349,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu | cuda | auto")
     t.add_argument("--recipe", help="a packaged recipe (convnet recipes) or a .toml file; key=value overrides it")
     t.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation instead of one run (stratified by class)")
-    t.add_argument("--init", metavar="PATH", help="start from these weights (run dir or checkpoint file), new head")
+    t.add_argument("--init", metavar="PATH", help="start from these weights, new head: a run dir, a checkpoint file, "
+                   "an http(s) URL, or pretrained[:TAG] (the model's published weights; convnet models --pretrained)")
     t.add_argument("--freeze", choices=("backbone",), help="train only the new head (feature extraction)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -378,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("pattern", nargs="?", default="*")
     m.add_argument("--json", action="store_true")
     m.add_argument("--markdown", action="store_true", help="a Markdown table (the README's model table)")
+    m.add_argument("--pretrained", action="store_true", help="the models' published weights (tags, accuracy, hash)")
     m.set_defaults(fn=cmd_models)
 
     s = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, receptive fields; totals and memory")

@@ -103,6 +103,19 @@ def list_models(pattern: str = "*", family: str | None = None, task: str | None 
                   and (task is None or e.task == task))
 
 
+# create_model(..., pretrained=...) is served by convnet.weights.pretrained, which installs its
+# loader here when imported (importing convnet imports it). models/ never imports weights/
+# (DESIGN's import order), so the dependency runs through this hook instead.
+_PRETRAINED_LOADER: Callable[..., nn.Module] | None = None
+
+
+def set_pretrained_loader(loader: Callable[..., nn.Module] | None) -> None:
+    """Install what builds a model with pretrained weights: ``loader(name, pretrained, *,
+    spatial_dims, in_channels, num_classes, **overrides)`` (convnet.weights does, at import)."""
+    global _PRETRAINED_LOADER
+    _PRETRAINED_LOADER = loader
+
+
 def _constructor_params(cls: Callable[..., nn.Module]) -> set[str]:
     return set(inspect.signature(cls).parameters) - {"self", "spec"}
 
@@ -113,6 +126,7 @@ def create_model(
     spatial_dims: int | None = None,
     in_channels: int | None = None,
     num_classes: int | None = None,
+    pretrained: bool | str = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -122,12 +136,22 @@ def create_model(
         spatial_dims: 1 (signals), 2 (images) or 3 (volumes, clips); None means the entry's
             default (2 for image models, 1 for sequence models, 3 for video models).
         in_channels: input channels; None means the paper's (3 for ImageNet models, 1 for LeNet).
-        num_classes: outputs; None means the paper's (1000 for ImageNet models, 10 for LeNet).
+        num_classes: outputs; None means the paper's (1000 for ImageNet models, 10 for LeNet),
+            or with ``pretrained`` the weights' (another number keeps a new classifier).
+        pretrained: True loads the model's default published weights, a string the weights of
+            that tag (``"tv_in1k"``; ``convnet models --pretrained`` lists them), downloaded
+            once into the cache and verified (convnet.weights.pretrained); the model's
+            ``default_cfg["preprocess"]`` then says how inputs must be prepared for them.
         **overrides: fields of the variant's spec, or keyword arguments of the model class.
 
     Raises:
         ValueError: unknown name, unsupported spatial_dims, or an unknown override.
     """
+    if pretrained:
+        if _PRETRAINED_LOADER is None:
+            raise RuntimeError("pretrained weights need convnet.weights imported (import convnet does it)")
+        return _PRETRAINED_LOADER(name, pretrained, spatial_dims=spatial_dims, in_channels=in_channels,
+                                  num_classes=num_classes, **overrides)
     entry = get_entry(name)
     if spatial_dims is None:
         spatial_dims = entry.default_dims()

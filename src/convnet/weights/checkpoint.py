@@ -204,20 +204,42 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
     return model
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[str, ...] = ()) -> nn.Module:
-    """Load weights from a convnet run or model directory, or a .safetensors/.pth/.pt file.
+def load_pretrained(model: nn.Module, path: str | os.PathLike, exclude: tuple[str, ...] = (),
+                    sha256: str | None = None) -> nn.Module:
+    """Load weights from a convnet run or model directory, a .safetensors/.pth/.pt file, an
+    http(s) URL of one, or the weights table (``"pretrained"``, ``"pretrained:TAG"``).
 
-    Nothing is trusted blindly: a safetensors header is checked (sizes, offsets, dtypes) and
-    its names, shapes and dtypes fitted to the model before any tensor data is read; a .pth
-    file is memory-mapped and fitted before its data is touched; NaN or Inf is refused.
+    Nothing is trusted blindly: a download is verified and cached by :mod:`.hub` before it is
+    read; a safetensors header is checked (sizes, offsets, dtypes) and its names, shapes and
+    dtypes fitted to the model before any tensor data is read; a .pth file is memory-mapped and
+    fitted before its data is touched; NaN or Inf is refused.
 
-    ``exclude``: key prefixes not loaded (see :func:`load_state`).
+    Args:
+        model: the model to fill.
+        path: a directory, a file, a URL, or ``pretrained[:TAG]`` (the table's weights of the
+            model's own architecture, see :mod:`.pretrained`; write ``./pretrained`` for a local
+            directory of that name).
+        exclude: key prefixes not loaded (see :func:`load_state`).
+        sha256: the file's expected SHA-256 (or a prefix of it, 8 hex digits or more); a file or
+            download that does not match is refused before it is read.
 
     Raises:
-        FileNotFoundError: nothing at ``path``.
-        ValueError: unreadable file, keys/shapes/dtypes that do not fit the model (all listed),
-            or a tensor with non-finite values (named).
+        FileNotFoundError: nothing at ``path`` (or offline without the file in the cache).
+        ValueError: unreadable file, a wrong hash, a failed download, keys/shapes/dtypes that do
+            not fit the model (all listed), or a tensor with non-finite values (named).
     """
+    from . import hub
+    from .pretrained import load_named, parse_spec
+
+    tag = parse_spec(path) if isinstance(path, str) else None
+    if tag is not None:
+        if sha256:
+            raise ValueError(f"{path!r}: the weights table has the hash; sha256= is for files and URLs")
+        return load_named(model, tag, exclude)
+    if isinstance(path, str) and hub.is_url(path):
+        path = hub.fetch(path, sha256=sha256)
+    elif sha256:
+        hub.verify_file(Path(path) / WEIGHTS_NAME if Path(path).is_dir() else path, sha256)
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_NAME
