@@ -11,9 +11,9 @@ Phases, each against a fresh server:
 
 1. ``batched``: ``--max-batch 16 --max-wait-ms 5``, ``--clients`` concurrent clients;
 2. ``batch1``: the same with ``--max-batch 1`` (no batching);
-3. ``overload``: ``--queue 16``, four times as many clients and requests: the server must answer the excess
-   with fast 503s while the admitted requests keep their latency (their median in the first and
-   second half of the phase is printed side by side).
+3. ``overload``: ``--queue 16`` and four times as many clients for ``--overload-seconds``: the
+   server must answer the excess with fast 503s while the admitted requests keep their latency
+   (their median in the first and second half of the phase is printed side by side).
 
 Each phase is bounded by its request count and by ``--max-seconds``; the server's RSS is read
 from /proc after a warm-up (``--warmup`` requests per client) and at the end of the phase.
@@ -114,6 +114,15 @@ class Server:
     def rss_mb(self) -> float:
         return rss_mb(self.proc.pid)
 
+    def mean_batch(self) -> float:
+        """Inputs per forward pass so far, from the server's /metrics."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", "/metrics")
+        values = dict(line.rsplit(" ", 1) for line in conn.getresponse().read().decode().splitlines()
+                      if line.startswith("convnet_batch_size_"))
+        conn.close()
+        return float(values["convnet_batch_size_sum"]) / max(float(values["convnet_batch_size_count"]), 1.0)
+
     def close(self) -> None:
         self.proc.terminate()
         try:
@@ -176,9 +185,10 @@ def summarize(run: dict) -> dict:
     def pct(values: list[float], q: float) -> float | None:
         return float(np.percentile(values, q) * 1000) if values else None
 
-    half = len(results) // 2
-    first = [lat for _, lat, s in results[:half] if s == 200]
-    second = [lat for _, lat, s in results[half:] if s == 200]
+    # Halves by start time: does the latency of admitted requests creep up as the phase goes on?
+    mid = run["wall_s"] / 2
+    first = [lat for t, lat, s in results if s == 200 and t < mid]
+    second = [lat for t, lat, s in results if s == 200 and t >= mid]
     return {"requests": len(results), "wall_s": run["wall_s"], "ok_per_s": len(ok) / run["wall_s"],
             "ok": len(ok), "busy_503": len(busy), "errors": len(errors),
             "error_rate": len(errors) / max(len(results), 1),
@@ -189,15 +199,15 @@ def summarize(run: dict) -> dict:
 
 
 def phase(name: str, run_dir: Path, body: bytes, server_args: list[str], requests: int, clients: int,
-          args: argparse.Namespace) -> dict:
+          seconds: float, args: argparse.Namespace) -> dict:
     server = Server(run_dir, server_args, args.cpus)
     try:
         # Warm-up: the allocator settles once it has seen the batch sizes the load produces.
         load(server.port, body, args.warmup * clients, clients, 300)
         before = server.rss_mb()
-        out = summarize(load(server.port, body, requests, clients, args.max_seconds))
+        out = summarize(load(server.port, body, requests, clients, seconds))
         out.update(phase=name, clients=clients, server_args=" ".join(server_args),
-                   rss_before_mb=before, rss_after_mb=server.rss_mb())
+                   rss_before_mb=before, rss_after_mb=server.rss_mb(), mean_batch=server.mean_batch())
     finally:
         server.close()
     print(format_row(out), flush=True)
@@ -210,7 +220,8 @@ def format_row(r: dict) -> str:
 
     text = (f"{r['phase']:9s} {r['clients']:3d} clients  {r['requests']:6d} req in {r['wall_s']:6.1f} s  "
             f"{r['ok_per_s']:6.1f} ok/s  p50 {f(r['p50_ms'])} p95 {f(r['p95_ms'])} p99 {f(r['p99_ms'])} ms  "
-            f"errors {r['error_rate']:.2%}  RSS {r['rss_before_mb']:.0f} -> {r['rss_after_mb']:.0f} MB")
+            f"errors {r['error_rate']:.2%}  mean batch {r['mean_batch']:.1f}  "
+            f"RSS {r['rss_before_mb']:.0f} -> {r['rss_after_mb']:.0f} MB")
     if r["busy_503"]:
         text += (f"\n{'':9s} 503: {r['busy_503']} ({r['busy_503'] / r['requests']:.0%}), p50 {f(r['busy_p50_ms'], '.1f')} "
                  f"p99 {f(r['busy_p99_ms'], '.1f')} ms; admitted p50 first half {f(r['ok_p50_first_half_ms'])} ms, "
@@ -227,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--max-seconds", type=float, default=900, help="time bound per phase")
+    p.add_argument("--overload-seconds", type=float, default=120, help="length of the overload phase")
     p.add_argument("--warmup", type=int, default=8, help="warm-up requests per client before RSS is read")
     p.add_argument("--phases", default="batched,batch1,overload")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
@@ -242,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = make_run(Path(tmp) / "run", args.model, args.size)
-        # The overload phase sends four times the requests too: most are refused in milliseconds, and
-        # the admitted ones must be numerous enough to compare the two halves of the phase.
+        # The overload phase runs for a fixed time (refusals take milliseconds, so a count would be
+        # used up long before the admitted requests span the phase), bounded by 100x the count.
         out = {name: phase(name, run_dir, body, plans[name][0] + common,
-                           args.requests * (4 if name == "overload" else 1), plans[name][1], args)
+                           args.requests * (100 if name == "overload" else 1), plans[name][1],
+                           args.overload_seconds if name == "overload" else args.max_seconds, args)
                for name in args.phases.split(",")}
     if "batched" in out and "batch1" in out:
         print(f"batching speed-up at {args.clients} clients: "

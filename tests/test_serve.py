@@ -68,7 +68,7 @@ def run_dir(tmp_path_factory):
 def service(run_dir):
     svc = Service(run_dir, ServeSettings(threads=1))
     yield svc
-    svc.batcher.close()
+    svc.close()
 
 
 class SlowModel(torch.nn.Module):
@@ -355,7 +355,7 @@ def test_a_server_bug_is_a_generic_500_without_details(run_dir, caplog):
     error = assert_json_error(r, 500, "internal server error")
     assert "secret" not in error
     assert "secret internal detail" in caplog.text  # the operator sees it in the log
-    svc.batcher.close()
+    svc.close()
 
 
 def test_run_without_safetensors_is_refused(run_dir, tmp_path):
@@ -392,7 +392,7 @@ def test_batching_groups_concurrent_requests_with_unbatched_answers(run_dir):
         assert [t["index"] for t in one["prediction"]["top_k"]] == [t["index"] for t in batched["prediction"]["top_k"]]
         np.testing.assert_allclose([t["prob"] for t in one["prediction"]["top_k"]],
                                    [t["prob"] for t in batched["prediction"]["top_k"]], rtol=1e-4, atol=1e-6)
-    svc.batcher.close()
+    svc.close()
 
 
 def test_one_bad_input_fails_alone_in_a_batch():
@@ -435,7 +435,7 @@ def test_full_queue_answers_503_at_once(run_dir):
     assert refused.headers["retry-after"] == "1"
     assert refused_s < 0.3  # answered at the door, not after the 0.6 s forward passes
     assert later.status_code == 200 and svc.admission.inside == 0
-    svc.batcher.close()
+    svc.close()
 
 
 def test_slow_prediction_times_out_with_504(run_dir):
@@ -450,7 +450,7 @@ def test_slow_prediction_times_out_with_504(run_dir):
     svc.model = svc.model.inner
     time.sleep(1.0)  # the abandoned forward pass finishes; its late result is dropped
     assert call(app, "POST", "/predict", files={"file": ("d.png", digit_png(0), "image/png")}).status_code == 200
-    svc.batcher.close()
+    svc.close()
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -502,7 +502,7 @@ def test_metrics_are_prometheus_text_matching_the_traffic(run_dir):
     assert 0 < total["/predict"] < 4 * 10
     assert series["convnet_batch_size_count"][0][1] == 3
     assert series["convnet_requests_in_progress"][0][1] == 0 and series["convnet_queue_limit"][0][1] == 64
-    svc.batcher.close()
+    svc.close()
 
 
 # ----------------------------------------------------------------------------- a real socket
@@ -527,7 +527,7 @@ def live_server(run_dir):
     yield port
     server.should_exit = True
     thread.join(10)
-    app.state.service.batcher.close()
+    app.state.service.close()
 
 
 def test_real_socket_chunked_upload_is_cut_at_the_cap(live_server):

@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class ServeSettings:
         queue: most prediction requests in progress at once; the next gets 503.
         timeout_s: most seconds from a request's arrival to its answer (504 after).
         threads: torch's intra-op threads for inference (None: torch's default).
+        read_threads: threads that decode uploads (None: the inference threads' number, at most
+            4); more would only contend for the same cores.
         max_body_mb: the largest request body (413 above).
         max_pixels: the largest image (width x height) or ``.npy`` (values) read (413 above; 0: no cap).
     """
@@ -73,12 +76,14 @@ class ServeSettings:
     queue: int = 64
     timeout_s: float = 10.0
     threads: int | None = None
+    read_threads: int | None = None
     max_body_mb: float = 10.0
     max_pixels: int = 4096 * 4096
 
     def __post_init__(self) -> None:
         checks = {"max_batch": self.max_batch >= 1, "max_wait_ms": self.max_wait_ms >= 0, "queue": self.queue >= 1,
                   "timeout_s": self.timeout_s > 0, "threads": self.threads is None or self.threads >= 1,
+                  "read_threads": self.read_threads is None or self.read_threads >= 1,
                   "max_body_mb": self.max_body_mb > 0, "max_pixels": self.max_pixels >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -119,6 +124,10 @@ class Service:
         self.reading_options = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                                 } - {"path", "run"}
         self.admission = Admission(self.settings.queue)
+        # Uploads are decoded on a small pool of their own: a thread per admitted request would
+        # put dozens of decoders (each with torch's own intra-op threads) on the inference cores.
+        self.readers = ThreadPoolExecutor(self.settings.read_threads or min(4, torch.get_num_threads()),
+                                          thread_name_prefix="convnet-serve-read")
         self.batcher = MicroBatcher(self.infer, self.settings.max_batch, self.settings.max_wait_ms / 1000.0)
         self.metrics = Metrics(ROUTES, gauges={
             "convnet_requests_in_progress": ("Prediction requests admitted and not yet answered.",
@@ -172,6 +181,11 @@ class Service:
         for j, i in enumerate(where):
             answers[i]["cam"] = {"png": pngs[j], "layer": result.layer or "forward_features",
                                  "class": int(result.classes[j])}
+
+    def close(self) -> None:
+        """Stop the batching worker and the readers."""
+        self.batcher.close()
+        self.readers.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ what /info says
     def info(self) -> dict[str, Any]:
@@ -318,8 +332,6 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, servi
     async def _predict(request: Request):
         import asyncio
 
-        from starlette.concurrency import run_in_threadpool
-
         deadline = asyncio.get_running_loop().time() + limits.timeout_s
         content_type = request.headers.get("content-type", "")
         kind = request_kind(content_type)
@@ -342,7 +354,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, servi
         check_image_pixels(data, limits.max_pixels)
         check_npy(data, limits.max_pixels)
         started = time.perf_counter()
-        sample = await within(run_in_threadpool(service.read, data, filename, options), deadline, 504,
+        reading = asyncio.get_running_loop().run_in_executor(service.readers, service.read, data, filename, options)
+        sample = await within(reading, deadline, 504,
                               "reading the input")
         read_s = time.perf_counter() - started
         try:
@@ -364,7 +377,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, servi
     @asynccontextmanager
     async def lifespan(app: Any):
         yield
-        service.batcher.close()
+        service.close()
 
     app = Starlette(
         routes=[Route("/", index, methods=["GET", "HEAD"]),

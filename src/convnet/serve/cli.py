@@ -38,7 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("convnet serve: error: serving needs the 'serve' extra: pip install 'convnet[serve]'", file=sys.stderr)
         return 2
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue=args.queue,
-                             timeout_s=args.timeout_s, threads=args.threads, max_body_mb=args.max_body_mb,
+                             timeout_s=args.timeout_s, threads=args.threads, read_threads=args.read_threads,
+                             max_body_mb=args.max_body_mb,
                              max_pixels=args.max_pixels)
     app = create_app(args.run, settings)
     service = app.state.service
@@ -69,6 +70,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="most prediction requests in progress at once; more are answered 503 at once")
     s.add_argument("--timeout-s", type=float, default=10.0, help="per-request limit, upload to answer (504 after)")
     s.add_argument("--threads", type=int, help="torch threads for inference (default: torch's, one per core)")
+    s.add_argument("--read-threads", type=int,
+                   help="threads that decode uploads (default: as many as --threads, at most 4)")
     s.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body (413 above), chunked too")
     s.add_argument("--max-pixels", type=int, default=4096 * 4096,
                    help="largest image (width x height) or .npy (values), refused from the header (413); 0: no cap")
