@@ -255,3 +255,22 @@ def test_mni152_slab_split():
     fractions = torch.bincount(tr.targets.flatten(), minlength=3).double() / tr.targets.numel()
     assert (fractions > 0.03).all()  # grey and white matter both present in training
     assert "held out: axial slices 23..38" in data.info["split"]
+
+
+@pytest.mark.slow
+def test_segfolder_streams_through_the_trainer(tmp_path):
+    """A streamed folder (decoded per sample) trains and evaluates as the in-memory one does."""
+    from convnet.train import TrainConfig, Trainer, parse_overrides
+
+    root = make_segfolder(tmp_path / "seg", n=10, size=(24, 24))
+    (root / "classes.txt").write_text("background\nsquare\ndisc\n")
+    summaries = []
+    for stream in ("disk", "memory"):
+        cfg = parse_overrides(TrainConfig(), [f"out={tmp_path / stream}", f"data.name=segfolder:{root}",
+                                              f"data.stream={stream}", "model.name=unet", "model.overrides.padding=same",
+                                              "model.overrides.widths=[4,8]", "data.batch_size=4", "epochs=1",
+                                              "report=false", "device=cpu", "threads=2", "data.val_fraction=0.2",
+                                              "data.test_fraction=0.2"])
+        summaries.append(Trainer(cfg, progress=False).fit())
+    assert summaries[0]["steps"] == summaries[1]["steps"] == 2
+    assert summaries[0]["test_miou"] == pytest.approx(summaries[1]["test_miou"])
