@@ -46,7 +46,7 @@ def test_filters_of_a_named_layer_and_errors(tmp_path):
 @pytest.mark.parametrize("spatial_dims", [1, 2, 3])
 def test_feature_maps(tmp_path, spatial_dims):
     model = tiny_model("resnet18", spatial_dims=spatial_dims)
-    x = torch.randn(1, 2, *(16,) * spatial_dims)
+    x = torch.randn(1, 2, *(32,) * spatial_dims)  # resnet18's minimum input: its total stride
     maps = layer_output(model, x, "stages.0")
     assert maps.shape[:2] == (1, model.feature_info[0].channels) and maps.ndim == spatial_dims + 2
     _png_ok(plot_feature_maps(maps[0], tmp_path / "m.png", title="stages.0", max_maps=6))
@@ -59,7 +59,7 @@ def test_feature_maps(tmp_path, spatial_dims):
 @pytest.mark.parametrize("spatial_dims,channels", [(1, 1), (2, 1), (2, 3), (3, 2)])
 def test_cam_overlay(tmp_path, spatial_dims, channels):
     model = tiny_model("resnet18", spatial_dims=spatial_dims, in_channels=channels)
-    x = torch.randn(1, channels, *(16,) * spatial_dims)
+    x = torch.randn(1, channels, *(32,) * spatial_dims)
     r = grad_cam(model, x)
     _png_ok(plot_cam_overlay(x[0], r.cam[0], tmp_path / "cam.png", title="t"))
     with pytest.raises(ValueError, match="disagree"):
