@@ -124,7 +124,8 @@ def matmul_ceiling(dtype: str | torch.dtype = torch.float32, device: str | torch
 
 
 def flops_per_image(model: nn.Module, input_size: Sequence[int]) -> int:
-    """2 x MACs of one forward pass of one image, counted on the meta device (no compute)."""
+    """2 x MACs of one forward pass of one image, counted on the meta device (no compute); for a
+    detector, of its dense part (``analysis_forward``: no box selection, no RoI head)."""
     from ..analysis import summary
 
     return summary(model, tuple(input_size), device="meta", receptive_field=False).total_flops
@@ -255,7 +256,11 @@ def _train_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype
     device = x.device
     model = copy.deepcopy(model).float().eval()
     with torch.no_grad():
-        num_classes = model(x[:1]).shape[1]
+        out = model(x[:1])
+    if not isinstance(out, torch.Tensor):  # a detector's boxes: its training step needs targets
+        raise ValueError(f"--train times a classifier's step (cross-entropy on its logits); "
+                         f"{type(model).__name__} returns {type(out).__name__}: benchmark its inference instead")
+    num_classes = out.shape[1]
     model.train()
     info: dict[str, Any] = {"optimizer": "SGD(momentum=0.9)"}
     if mode == "optimized":
