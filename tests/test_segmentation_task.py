@@ -369,3 +369,23 @@ def test_onnx_export_with_dynamic_batch_height_width(name, tmp_path):
     report = verify_onnx(path, model, [torch.randn(1, 3, 72, 96), torch.randn(3, 3, 96, 80)])
     assert [c["shape"] for c in report["cases"]] == [[1, 3, 72, 96], [3, 3, 96, 80]]
     assert report["max_rel_err"] < 1e-4, report
+
+
+def test_predict_on_a_resized_run_brings_the_mask_back_to_the_file_size(tmp_path):
+    """A run on images resized to 32x32 predicts at 32x32 and returns the mask at the file's size."""
+    pre = Preprocess(channels=3, source_size=(32, 32), size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3)
+    run = {"data": {"preprocess": pre.to_dict(), "segmentation": {"kind": "image", "scale": "resize"}}}
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    task = get_task("segment").setup(["a", "b"])
+    sample = task.load_input(str(tmp_path / "a.jpg"), run)
+    assert sample["input"].shape == (3, 32, 32) and sample["image"].shape == (3, 50, 70)
+    model = create_model("unet", in_channels=3, num_classes=2, widths=(4, 8), padding="same").eval()
+    batch = task.collate([sample])
+    with torch.no_grad():
+        pred = task.postprocess(task.forward(model, batch), batch)[0]
+    assert pred["mask"].shape == (50, 70)
+    written = task.write_prediction(pred, sample, tmp_path / "out", run)
+    assert [p.name for p in written] == ["a_mask.png", "a_overlay.png"]
+    with pytest.raises(ValueError, match="not volumes"):
+        np.save(tmp_path / "v.npy", np.zeros((4, 4, 4)))
+        task.load_input(str(tmp_path / "v.npy"), run)
