@@ -3,7 +3,8 @@ Playwright (its bundled browsers are never downloaded; ``executable_path`` point
 one). The test starts ``convnet serve`` on a free loopback port, opens the page, uploads a digit
 and reads the rendered top-1 class (it must be the class /predict gives for the same bytes),
 then uploads a text file and reads the error the page shows. It also takes a screenshot: the
-README's (docs/images/serve.png) when CONVNET_SERVE_RUN names the run to show.
+README's (docs/images/serve.png) when CONVNET_SERVE_RUN names the run to show. A second test
+checks that the page paints a segmentation mask and detection boxes found in an answer.
 
 A machine without Chromium or Playwright skips with the reason; CI sets
 CONVNET_REQUIRE_BROWSER=1 (.ci/run), which turns that skip into a failure.
@@ -143,3 +144,67 @@ def test_page_shows_the_top1_class_and_the_servers_errors(server, tmp_path):
     assert all(url.startswith(origin) or url.startswith(("data:", "blob:")) for url in requested), requested
     # The failed upload's 422 is the only console error: the CSP blocked nothing, no script failed.
     assert all("422" in text for text in problems), problems
+
+
+def test_page_draws_a_mask_and_boxes_from_the_answer(server, tmp_path_factory):
+    """Segmentation and detection tasks answer with ``mask`` and ``boxes`` (Task.to_response);
+    the page draws them over the image. A classification run stands in, its task's answer
+    extended with a mask (class 1 in a square) and one box, served in this process."""
+    import base64
+    import io
+    import threading
+
+    import numpy as np
+    import uvicorn
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+
+    from convnet.serve import ServeSettings, Service, create_app
+
+    service = Service(digits_run(tmp_path_factory), ServeSettings(threads=1))
+    plain = service.task.to_response
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:40, 24:56] = 1
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    extra = {"mask": {"png": base64.b64encode(buf.getvalue()).decode(), "classes": ["background", "ink"]},
+             "boxes": [{"box": [4, 4, 30, 60], "label": "seven", "score": 0.9}]}
+    service.task.to_response = lambda prediction, run: {**plain(prediction, run), **extra}
+    port = _free_port()
+    uv = uvicorn.Server(uvicorn.Config(create_app(None, service=service), host="127.0.0.1", port=port,
+                                       log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not uv.started:
+            assert time.time() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=server["chromium"], headless=True, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1000, "height": 720})
+                page.goto(f"http://127.0.0.1:{port}/")
+                expect(page.locator("#info")).to_contain_text("classify", timeout=30000)
+                page.locator("#cam").uncheck()
+                page.set_input_files("#file", files=[{"name": "d.png", "mimeType": "image/png",
+                                                      "buffer": digit_png(7, 64)}])
+                expect(page.locator("#top1")).not_to_be_empty(timeout=30000)
+                time.sleep(0.5)  # the mask is decoded and painted after the answer is shown
+                stage = np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"))
+            finally:
+                browser.close()
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        service.close()
+    # The digit is gray; only the overlay brings colour. Rows through the mask's square (image
+    # rows 8-40 of 64) are coloured across its columns (24-56), rows below it are not, except
+    # where the box's edges run.
+    colour = (stage.max(2).astype(int) - stage.min(2).astype(int)) > 40
+    h, w = colour.shape
+    inside = colour[int(h * 16 / 64):int(h * 32 / 64), int(w * 34 / 64):int(w * 50 / 64)]
+    outside = colour[int(h * 44 / 64):int(h * 56 / 64), int(w * 34 / 64):int(w * 50 / 64)]
+    assert inside.mean() > 0.9 and outside.mean() < 0.05, (inside.mean(), outside.mean())
+    box_edge = colour[int(h * 44 / 64):int(h * 56 / 64), : int(w * 8 / 64)]  # the box's left edge at x=4
+    assert box_edge.any(axis=1).mean() > 0.9
