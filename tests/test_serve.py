@@ -169,6 +169,21 @@ def test_predict_with_grad_cam(service):
     assert len(np.unique(np.asarray(picture).reshape(-1, 3), axis=0)) > 2  # a heat map, not a blank square
 
 
+def test_a_failed_grad_cam_keeps_the_prediction(service, monkeypatch):
+    import convnet.analysis.cam as cam_module
+
+    app = create_app(None, service=service)
+    for error, shown, hidden in ((ValueError("layer 'x' is not spatial"), "layer 'x' is not spatial", None),
+                                 (RuntimeError("internal detail"), "server log", "internal detail")):
+        def failing(*args, error=error, **kw):
+            raise error
+
+        monkeypatch.setattr(cam_module, "grad_cam", failing)
+        r = call(app, "POST", "/predict?cam=1", files={"file": ("d.png", digit_png(0), "image/png")})
+        assert r.status_code == 200 and r.json()["prediction"]["top_k"]
+        assert shown in r.json()["cam"]["error"] and (hidden is None or hidden not in r.text)
+
+
 def test_query_options(service):
     app = create_app(None, service=service)
     png = digit_png(1)

@@ -174,9 +174,12 @@ class Service:
         try:
             result = grad_cam(self.model, x, target=targets if None not in targets else None)
             pngs = [cam_overlay_png(x[j], result.cam[j], self.run) for j in range(len(where))]
-        except (ValueError, RuntimeError) as e:  # a model without a spatial layer to explain
+        except Exception as e:  # the map is an extra: its failure must not cost the prediction
+            if not isinstance(e, ValueError):  # ValueError: a model without a map to explain, said in one line
+                log.exception("Grad-CAM failed")
+            reason = f": {e}" if isinstance(e, ValueError) else " (details are in the server log)"
             for i in where:
-                answers[i]["cam"] = {"error": f"no Grad-CAM for this model: {e}"}
+                answers[i]["cam"] = {"error": f"no Grad-CAM for this model{reason}"}
             return
         for j, i in enumerate(where):
             answers[i]["cam"] = {"png": pngs[j], "layer": result.layer or "forward_features",
