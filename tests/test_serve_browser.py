@@ -29,6 +29,10 @@ import pytest
 
 from test_serve import digit_png, digits_run
 
+# A browser and a `convnet serve` process take tens of seconds to start on 2 cores: `make test`
+# runs these, `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
