@@ -201,10 +201,12 @@ def test_ts_files_train_eval_predict_and_cam(ts_files, tmp_path, capsys):
     assert main(["predict", "--run", str(out), "--top-k", "2", str(test)]) == 0
     line = capsys.readouterr().out.strip()
     model, _ = load_run(out)
-    from convnet.data.timeseries import read_ts, znormalize
+    from convnet.data.timeseries import read_ts
 
+    assert run_cfg["data"]["normalize"] == "global"  # two channels: standardised by the training split's statistics
     first = read_ts(test)
-    x = znormalize(first.series[0, :, :int(first.lengths[0])])
+    mean, std = (torch.tensor(run_cfg["data"][k])[:, None] for k in ("channel_mean", "channel_std"))
+    x = (first.series[0, :, :int(first.lengths[0])] - mean) / std
     with torch.no_grad():
         probs = model(x[None]).softmax(1)[0]
     k = int(probs.argmax())
@@ -215,6 +217,29 @@ def test_ts_files_train_eval_predict_and_cam(ts_files, tmp_path, capsys):
     assert png.is_file() and png.stat().st_size > 1000
     assert main(["predict", "--run", str(out), "--invert", str(test)]) == 2
     assert "--invert applies to images" in capsys.readouterr().err
+
+
+def test_series_normalisation_per_case_globally_or_none(ts_files):
+    train, test = ts_files
+    from convnet.data.timeseries import read_ts
+
+    raw = read_ts(train)
+    by_kind = {k: load_data(f"ts:{train},{test},normalize={k}", options=DataOptions(val_fraction=0.25))
+               for k in ("case", "global", "none")}
+    assert load_data(f"ts:{train},{test}", options=DataOptions(val_fraction=0.25)).info["normalize"] == "global"
+    case = by_kind["case"].train.inputs
+    lengths = by_kind["case"].train.extra["lengths"]
+    first = case[0, :, :int(lengths[0])]
+    torch.testing.assert_close(first.mean(-1), torch.zeros(2), atol=1e-5, rtol=0)  # every case on its own
+    info = by_kind["global"].info
+    train_x = by_kind["none"].train.inputs
+    n_train = info["n_train"]
+    values = torch.cat([train_x[i, :, :int(by_kind["none"].train.extra["lengths"][i])] for i in range(n_train)], 1)
+    torch.testing.assert_close(torch.tensor(info["channel_mean"]), values.mean(1), rtol=1e-5, atol=1e-6)
+    assert len(values[0]) < int(raw.lengths.sum())  # statistics of the training split only (a quarter validates)
+    torch.testing.assert_close(by_kind["none"].test.inputs[0, :, :5], read_ts(test).series[0, :, :5])
+    with pytest.raises(ValueError, match="normalize must be one of auto, case, global, none"):
+        load_data(f"ts:{train},normalize=zscore")
 
 
 def test_ts_predict_refuses_another_channel_count(ts_files, tmp_path, capsys):

@@ -14,8 +14,9 @@ here:
 - ``"image"``: any image Pillow reads, brought to the training images' size and normalisation
   (``Preprocess.from_image``); ``invert=True`` turns dark ink on light paper into the digits'
   polarity first;
-- ``"ts"``: the first case of a UCR/UEA ``.ts`` file, z-normalised per channel when the run's
-  series were (``data.znormalize``), at its own length (the time-series networks take any);
+- ``"ts"``: the first case of a UCR/UEA ``.ts`` file, normalised as the run's series were
+  (``data.normalize``: per case, by the training split's channel statistics, or not), at its
+  own length (the time-series networks take any);
 - ``"wav"``: a PCM WAV file mixed to mono (or, for a ``.dcm`` file, the run's channel of a DICOM
   waveform), resampled to the run's ``data.sample_rate`` and scaled by its ``data.gain``: (1, N);
 - ``"video"``: the centre clip of a video file with the run's ``data.clip`` settings (frames,
@@ -92,19 +93,19 @@ def _read_image(path: str, run: dict[str, Any], invert: bool = False) -> torch.T
 
 
 def _read_ts(path: str, run: dict[str, Any], invert: bool = False) -> torch.Tensor:
-    from .timeseries import read_ts, znormalize
+    from .sources_sequences import normalize_series
+    from .timeseries import read_ts
 
     _no_invert("time-series", invert)
     data = read_ts(path)
-    channels = int(run["data"]["preprocess"]["channels"])
+    info = run["data"]
+    channels = int(info["preprocess"]["channels"])
     if data.num_channels != channels:
         raise DataFormatError(f"{path}: the run was trained on series of {channels} channel(s), "
                               f"the file has {data.num_channels}")
     n = int(data.lengths[0])
-    series = data.series[0, :, :n]
-    if run["data"].get("znormalize", True):
-        series = znormalize(series)
-    return torch.nan_to_num(series, nan=0.0)  # a missing value sits at the channel's mean, as in training
+    stats = (info["channel_mean"], info["channel_std"]) if "channel_mean" in info else None
+    return normalize_series(data.series[0, :, :n], None, info.get("normalize", "case"), stats)
 
 
 def _read_wav(path: str, run: dict[str, Any], invert: bool = False) -> torch.Tensor:

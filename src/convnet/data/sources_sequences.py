@@ -12,11 +12,17 @@ and videos. Imported automatically (``datasets._load_sources``); each registers 
   initial vector either way: no gradient reaches them). Task ``classify_text``.
 - ``ucr:NAME``: the UCR/UEA sets of the aeon wheel (GunPoint, ItalyPowerDemand, ArrowHead,
   OSULeaf, BasicMotions, JapaneseVowels, or any set laid out as aeon's) with their fixed
-  train/test split, every case z-normalised per channel; the validation split is carved from
-  the training split by ``data.val_fraction`` (stratified; 0 trains on the whole split, as the
-  papers do). Variable-length sets keep their lengths: the inputs are zero-padded to the
-  split's longest case and each batch carries ``lengths`` (the classify task masks the padding).
-  Task ``classify``.
+  train/test split; the validation split is carved from the training split by
+  ``data.val_fraction`` (stratified; 0 trains on the whole split, as the papers do).
+  ``normalize=``: ``case`` z-normalises every case and channel (the UCR archive's convention
+  for univariate series), ``global`` standardises each channel by the training split's mean
+  and standard deviation, ``none`` keeps the values; the default ``auto`` is ``case`` for one
+  channel and ``global`` for several, because per-case normalisation erases what tells the
+  cases of a multivariate set apart when it is their channels' levels (JapaneseVowels' 12
+  cepstral coefficients: FCN, 40 epochs, 0.79 test accuracy per case, 0.99 global, 0.98 none).
+  Variable-length sets keep their lengths: the inputs are zero-padded to the split's longest
+  case and each batch carries ``lengths`` (the classify task masks the padding). Task
+  ``classify``.
 - ``ts:TRAIN.ts[,TEST.ts]``: the same for users' files; without a test file the test split is
   cut from TRAIN (stratified, ``data.test_fraction``).
 - ``wav:PATH`` (``wav:music21`` for music21's 20 s recording) and ``ecg:PATH.dcm``
@@ -58,8 +64,9 @@ from .text import Vocabulary, encode, load_rotten_tomatoes, tokenize
 from .timeseries import AEON_SETS, TimeSeriesData, load_aeon, read_ts
 from .transforms import Preprocess
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoClipSamples", "load_rt_polarity", "load_ts_files", "load_ucr", "load_video_folder",
-           "load_waveform", "parse_source_arg", "text_splits", "timeseries_splits", "waveform_splits"]
+__all__ = ["NORMALIZATIONS", "VIDEO_EXTENSIONS", "VideoClipSamples", "load_rt_polarity", "load_ts_files", "load_ucr",
+           "load_video_folder", "load_waveform", "normalize_series", "parse_source_arg", "series_stats", "text_splits",
+           "timeseries_splits", "waveform_splits"]
 
 # Kinetics-400's per-channel statistics (torchvision's video transforms), which the video
 # ResNets' reference weights expect.
@@ -145,10 +152,48 @@ def _ts_split(series: TimeSeriesData, idx: np.ndarray, variable: bool) -> Split:
     return TensorSamples(x[..., :width].contiguous(), y, extra={"lengths": lengths})
 
 
-def timeseries_splits(name: str, train: TimeSeriesData, test: TimeSeriesData | None, options: DataOptions
-                      ) -> DataSplits:
-    """Labelled series as splits: z-normalised per case and channel; validation carved from
-    ``train`` (and the test split too when ``test`` is None), stratified."""
+NORMALIZATIONS = ("auto", "case", "global", "none")
+
+
+def series_stats(series: torch.Tensor, lengths: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per channel: the mean and (population) standard deviation of the observed values of
+    (N, C, L) series inside their lengths."""
+    valid = ~torch.isnan(series) & (torch.arange(series.shape[-1]) < lengths[:, None])[:, None, :]
+    count = valid.sum((0, 2)).clamp_min(1)
+    values = torch.where(valid, series, torch.zeros(()))
+    mean = values.sum((0, 2)) / count
+    var = (torch.where(valid, series - mean[None, :, None], torch.zeros(())) ** 2).sum((0, 2)) / count
+    return mean.tolist(), var.sqrt().clamp_min(1e-8).tolist()
+
+
+def normalize_series(series: torch.Tensor, lengths: torch.Tensor | None, kind: str,
+                     stats: tuple[Sequence[float], Sequence[float]] | None = None) -> torch.Tensor:
+    """(N, C, L) or (C, L) series normalised by ``kind``: "case" z-normalises every case and
+    channel (the UCR archive's convention, ``timeseries.znormalize``), "global" standardises
+    every channel by ``stats`` (the training split's per-channel mean and std), "none" leaves the
+    values. Missing values and padding become 0."""
+    from .timeseries import znormalize
+
+    if kind not in NORMALIZATIONS[1:]:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS[1:])}, got {kind!r}")
+    if kind == "case":
+        return znormalize(series, lengths)
+    x = series.float()
+    if kind == "global":
+        shape = (-1, 1) if x.ndim == 2 else (1, -1, 1)
+        x = (x - torch.tensor(stats[0]).view(shape)) / torch.tensor(stats[1]).view(shape)
+    x = torch.nan_to_num(x, nan=0.0)
+    if lengths is not None and x.ndim == 3:
+        x = x * (torch.arange(x.shape[-1]) < lengths[:, None])[:, None, :]
+    return x
+
+
+def timeseries_splits(name: str, train: TimeSeriesData, test: TimeSeriesData | None, options: DataOptions,
+                      normalize: str = "auto") -> DataSplits:
+    """Labelled series as splits, normalised by ``normalize`` (:func:`normalize_series`; "auto":
+    "case" for univariate sets, "global" for multivariate ones; the "global" statistics come
+    from the training split); validation carved from ``train`` (and the test split too when
+    ``test`` is None), stratified."""
     if train.labels is None or (test is not None and test.labels is None):
         raise DataFormatError(f"{test.path if train.labels is not None else train.path}: the series carry no "
                               "class labels (@classLabel false); classification needs them")
@@ -158,40 +203,54 @@ def timeseries_splits(name: str, train: TimeSeriesData, test: TimeSeriesData | N
     if test is not None and test.num_channels != train.num_channels:
         raise DataFormatError(f"{test.path}: {test.num_channels} channel(s), the training file has "
                               f"{train.num_channels}")
-    train = train.znormalized()
-    test = test.znormalized() if test is not None else None
-    lengths = train.lengths if test is None else torch.cat([train.lengths, test.lengths])
-    variable = bool((lengths != lengths[0]).any())
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"data {name}: normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    if normalize == "auto":
+        normalize = "case" if train.num_channels == 1 else "global"
     y = train.labels.numpy()
     tr, va, te = _split_indices(y, 0.0 if test is not None else options.test_fraction, options.val_fraction,
                                 options.seed)
+    i_tr = torch.from_numpy(tr).long()
+    stats = series_stats(train.series[i_tr], train.lengths[i_tr]) if normalize == "global" else None
+
+    def prepared(data: TimeSeriesData) -> TimeSeriesData:
+        return TimeSeriesData(normalize_series(data.series, data.lengths, normalize, stats), data.lengths,
+                              data.labels, data.classes, data.meta, data.path)
+
+    train = prepared(train)
+    test = prepared(test) if test is not None else None
+    lengths = train.lengths if test is None else torch.cat([train.lengths, test.lengths])
+    variable = bool((lengths != lengths[0]).any())
     test_split = _ts_split(test, np.arange(len(test)), variable) if test is not None else _ts_split(train, te, variable)
     longest = int(train.lengths.max())
     pre = Preprocess(channels=train.num_channels, source_size=(longest,), size=(longest,))
     n_test = len(test) if test is not None else len(te)
-    info = {"input": "ts", "znormalize": True, "variable_length": variable,
+    info = {"input": "ts", "normalize": normalize, "variable_length": variable,
             "series_length": None if variable else longest, "n_train": len(tr), "n_val": len(va), "n_test": n_test}
+    if stats is not None:
+        info["channel_mean"], info["channel_std"] = stats
     return DataSplits(name, _ts_split(train, tr, variable), _ts_split(train, va, variable), test_split,
                       list(train.classes), pre, info)
 
 
 def load_ucr(arg: str, options: DataOptions) -> DataSplits:
     """``ucr:NAME``: a set of the aeon wheel with its fixed train/test split."""
-    positional, _ = parse_source_arg(arg, "ucr", {})
+    positional, opts = parse_source_arg(arg, "ucr", {"normalize": str})
     if len(positional) != 1:
         raise ValueError(f"data ucr: expected ucr:NAME (one of {', '.join(AEON_SETS)}), got ucr:{arg}")
     name = positional[0]
-    return timeseries_splits(f"ucr:{name}", load_aeon(name, "train"), load_aeon(name, "test"), options)
+    return timeseries_splits(f"ucr:{arg}", load_aeon(name, "train"), load_aeon(name, "test"), options,
+                             opts.get("normalize", "auto"))
 
 
 def load_ts_files(arg: str, options: DataOptions) -> DataSplits:
     """``ts:TRAIN.ts[,TEST.ts]``: users' .ts files."""
-    positional, _ = parse_source_arg(arg, "ts", {})
+    positional, opts = parse_source_arg(arg, "ts", {"normalize": str})
     if not 1 <= len(positional) <= 2:
         raise ValueError(f"data ts: expected ts:TRAIN.ts or ts:TRAIN.ts,TEST.ts, got ts:{arg}")
     train = read_ts(positional[0])
     test = read_ts(positional[1]) if len(positional) == 2 else None
-    return timeseries_splits(f"ts:{arg}", train, test, options)
+    return timeseries_splits(f"ts:{arg}", train, test, options, opts.get("normalize", "auto"))
 
 
 # ----------------------------------------------------------------------------- waveforms
@@ -374,8 +433,9 @@ def load_video_folder(arg: str, options: DataOptions) -> DataSplits:
 
 
 register_dataset("rt_polarity", lambda arg, o: load_rt_polarity(o), "rt_polarity", task="classify_text")
-register_dataset("ucr", load_ucr, "ucr:NAME (an aeon set: " + ", ".join(AEON_SETS) + ")", needs_arg=True)
-register_dataset("ts", load_ts_files, "ts:TRAIN.ts[,TEST.ts]", needs_arg=True)
+register_dataset("ucr", load_ucr, "ucr:NAME[,normalize=auto|case|global|none] (an aeon set: "
+                 + ", ".join(AEON_SETS) + ")", needs_arg=True)
+register_dataset("ts", load_ts_files, "ts:TRAIN.ts[,TEST.ts][,normalize=auto|case|global|none]", needs_arg=True)
 register_dataset("wav", lambda arg, o: load_waveform("wav", arg, o),
                  "wav:PATH.wav|music21[,rate=16000,window=4096,context=0,hop=N]", needs_arg=True, task="generate")
 register_dataset("ecg", lambda arg, o: load_waveform("ecg", arg, o),
