@@ -619,6 +619,11 @@ def test_trainer_fine_tunes_from_pretrained_weights(published, cache, tmp_path):
     trained = trainer.model.state_dict()
     assert all(torch.equal(trained[k], state[k]) for k in state if not k.startswith("head."))
     assert not torch.equal(trained["head.fc.bias"], torch.zeros(2))  # the new head did train
+    # The run takes the weights' preprocessing (resize, crop, mean, std), saved for predict and serve.
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]["preprocess"]
+    weights = PRE.to_dict()
+    assert saved["mean"] == list(weights["mean"]) and saved["std"] == list(weights["std"])
+    assert saved["size"] == list(weights["crop"]) and saved["resize"] == weights["resize"]
 
 
 # ----------------------------------------------------------------------------- the command line

@@ -77,6 +77,8 @@ class DataOptions:
         channels: 1 or 3 to force gray or RGB; 0: the majority of the files decide.
         max_bad_fraction: files that fail to decode are skipped up to this fraction of a split.
         workers: processes that decode a folder read into memory.
+        preprocess: the preprocessing of pretrained weights the model starts from (resize, crop,
+            their mean and std), which image folders then use instead of their own.
     """
 
     image_size: int | None = None
@@ -89,6 +91,7 @@ class DataOptions:
     channels: int = 0
     max_bad_fraction: float = 0.01
     workers: int = 0
+    preprocess: Preprocess | None = None
 
     @classmethod
     def from_config(cls, data_cfg: Any) -> DataOptions:
@@ -223,7 +226,7 @@ def load_image_folder(root: str | Path, image_size: int = 32, test_fraction: flo
         files, labels, classes = _list_folder(root)
         tr, va, te = stratified_split(np.array(labels), test_fraction, val_fraction, seed)
         te_files, te_labels = [files[i] for i in te], [labels[i] for i in te]
-    pre = _folder_preprocess(files, image_size, options.channels)
+    pre = options.preprocess or _folder_preprocess(files, image_size, options.channels)
 
     def split(names: list[str], targets: list[int], what: str) -> tuple[Split, dict]:
         return _stream_or_memory(ImageFileSamples(names, targets, pre, options.max_pixels), options, what)

@@ -12,13 +12,14 @@ deviation over folds, as numpy's default) and fold_M.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..data import DataSplits, load_data
-from ..data.datasets import DataOptions, select_classes
+from ..data.datasets import select_classes
 from ..data.samples import SubsetSamples, as_samples
 from .config import ConfigError, TrainConfig
 from .run import RunDir
@@ -58,8 +59,9 @@ def _take(split, idx: np.ndarray):
 
 def cv_data(cfg: TrainConfig) -> DataSplits:
     """The whole labelled training set in its own order (no split), for folding."""
-    options = DataOptions.from_config(cfg.data)
-    options = DataOptions(**{**options.__dict__, "val_fraction": 0.0, "test_fraction": 0.0})
+    from .trainer import data_options
+
+    options = dataclasses.replace(data_options(cfg), val_fraction=0.0, test_fraction=0.0)
     data = load_data(cfg.data.name, options=options)
     if cfg.data.classes:
         data = select_classes(data, cfg.data.classes)

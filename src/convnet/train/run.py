@@ -44,8 +44,9 @@ class RunDir:
     REPORT = "report"
     FAILED = "failed.json"
     LOCK = ".lock"
+    TRACKERS = ("tensorboard", "mlflow")  # what logger=tensorboard|mlflow write inside the run
     # What a run writes; --overwrite removes exactly these (and nothing a user put beside them).
-    OWNED = (CONFIG, METRICS, SUMMARY, CHECKPOINTS, REPORT, FAILED, WEIGHTS_NAME)
+    OWNED = (CONFIG, METRICS, SUMMARY, CHECKPOINTS, REPORT, FAILED, WEIGHTS_NAME, *TRACKERS)
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

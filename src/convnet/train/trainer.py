@@ -18,6 +18,7 @@ every global batch (each sample once per epoch across processes).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -34,14 +35,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import layers as L
-from ..data import DataSplits, load_data
+from ..data import DataSplits, Preprocess, load_data
 from ..data.datasets import DataOptions, check_bad_files, select_classes
 from ..data.loader import BatchStream, rank_slice
 from ..data.samples import Batch, as_samples, batch_size_of
 from ..models import count_parameters, get_entry
 from ..tasks import Metric, Task, get_task
 from ..tasks.classification import classification_loss, distillation_loss  # noqa: F401  (public API)
-from ..weights import load_pretrained, save_tensors
+from ..weights import init_preprocess, load_pretrained, save_tensors
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
 from .loggers import LOGGERS, RunLogger, build_logger
@@ -104,11 +105,19 @@ def slice_batch(batch: Batch, lo: int, hi: int, n: int) -> Batch:
 
 
 def data_options(cfg: TrainConfig) -> DataOptions:
-    return DataOptions.from_config(cfg.data)
+    """``cfg.data`` as the data sets read it. A model that starts from pretrained weights by name
+    (``transfer.init=pretrained[:TAG]``) takes the weights' preprocessing (resize, crop, mean and
+    std; RGB), unless ``data.image_size`` says otherwise."""
+    options = DataOptions.from_config(cfg.data)
+    weights = init_preprocess(cfg.model.name, cfg.transfer.init) if cfg.transfer.init else None
+    if weights is not None and weights.get("crop") and not cfg.data.image_size:
+        options = dataclasses.replace(options, preprocess=Preprocess.from_weights(weights, channels=3), channels=3)
+    return options
 
 
 def load_configured_data(cfg: TrainConfig) -> DataSplits:
-    """``cfg.data`` loaded with its options and subset to ``data.classes`` / ``train_per_class``."""
+    """``cfg.data`` loaded with its options (:func:`data_options`) and subset to ``data.classes`` /
+    ``train_per_class``."""
     data = load_data(cfg.data.name, options=data_options(cfg))
     if cfg.data.classes or cfg.data.train_per_class:
         data = select_classes(data, cfg.data.classes, cfg.data.train_per_class, cfg.data.split_seed)
