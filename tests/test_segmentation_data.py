@@ -123,10 +123,9 @@ def test_segfolder_errors_name_the_file(tmp_path):
     with pytest.raises(DataFormatError, match=r"im01\.png.*label 7"):
         load_data(f"segfolder:{root}", options=DataOptions(stream="memory", max_bad_fraction=0.0))
     palette_png(root / "masks" / "im01.png", np.zeros((10, 10)))  # the wrong size
-    samples = SegmentationFileSamples([str(root / "images" / "im01.png")], [str(root / "masks" / "im01.png")],
-                                      load_data(f"segfolder:{root}", options=DataOptions(stream="disk",
-                                                                                         max_bad_fraction=1.0)).preprocess,
-                                      3, native=True)
+    pre = load_data(f"segfolder:{root}", options=DataOptions(stream="disk", max_bad_fraction=1.0)).preprocess
+    samples = SegmentationFileSamples([str(root / "images" / "im01.png")], [str(root / "masks" / "im01.png")], pre, 3,
+                                      native=True)
     assert "does not match" in samples[0]["error"] and "im01.png" in samples[0]["error"]
     with pytest.raises(DataFormatError, match=r"masks"):
         load_data(f"segfolder:{tmp_path / 'nothing'}")
@@ -267,7 +266,8 @@ def test_segfolder_streams_through_the_trainer(tmp_path):
     summaries = []
     for stream in ("disk", "memory"):
         cfg = parse_overrides(TrainConfig(), [f"out={tmp_path / stream}", f"data.name=segfolder:{root}",
-                                              f"data.stream={stream}", "model.name=unet", "model.overrides.padding=same",
+                                              f"data.stream={stream}", "model.name=unet",
+                                              "model.overrides.padding=same",
                                               "model.overrides.widths=[4,8]", "data.batch_size=4", "epochs=1",
                                               "report=false", "device=cpu", "threads=2", "data.val_fraction=0.2",
                                               "data.test_fraction=0.2"])
