@@ -368,10 +368,22 @@ def parse_classes(spec: str, classes: list[str]) -> list[int]:
     return sorted(set(chosen))
 
 
+def _class_indices(targets: Any) -> bool:
+    """Whether targets are one class index per sample."""
+    if isinstance(targets, torch.Tensor):
+        return targets.ndim == 1 and not targets.is_floating_point()
+    return all(isinstance(t, (int, np.integer)) or (isinstance(t, torch.Tensor) and t.ndim == 0)
+               for t in list(targets)[:64])
+
+
 def select_classes(data: DataSplits, classes: str = "", train_per_class: int = 0, seed: int = 0) -> DataSplits:
     """A subset of a data set for transfer experiments: only ``classes`` (relabelled 0..k-1 in
     order), and at most ``train_per_class`` training images of each (chosen at random with
     ``seed``; validation and test splits stay whole)."""
+    labels = [as_samples(s).targets for s in (data.train, data.val, data.test)]
+    if any(t is not None and not _class_indices(t) for t in labels):
+        raise ValueError(f"data.classes / data.train_per_class keep samples of some classes; the targets of "
+                         f"{data.name} are not one class per sample (masks, boxes or sequences)")
     keep = parse_classes(classes, data.classes) if classes else list(range(data.num_classes))
     remap = torch.full((data.num_classes,), -1, dtype=torch.long)
     remap[keep] = torch.arange(len(keep))

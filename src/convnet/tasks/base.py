@@ -87,6 +87,19 @@ class Task(abc.ABC):
         """The training batch's augmentation on the device (None: none)."""
         return None
 
+    def resize_batch(self, batch: Batch, size: tuple[int, ...]) -> Batch:
+        """The batch at spatial size ``size`` (EfficientNetV2's progressive learning trains on
+        smaller inputs first): the input resized (linear interpolation); tasks whose targets are
+        spatial (masks) resize those too."""
+        import torch.nn.functional as F
+
+        from ..layers import linear_mode
+
+        x = batch["input"]
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[2:]) == tuple(size):
+            return batch
+        return {**batch, "input": F.interpolate(x, size=size, mode=linear_mode(x.ndim - 2), align_corners=False)}
+
     def forward(self, model: nn.Module, batch: Batch) -> Any:
         """Run ``model`` on a batch: ``model(batch["input"])`` by default; a detector in training
         mode also takes the targets (and returns its losses)."""
@@ -176,6 +189,14 @@ class Task(abc.ABC):
     def summary_extra(self, evaluation: Metric) -> dict[str, Any]:
         """More entries for summary.json from the test metric (e.g. per-class figures)."""
         return {}
+
+
+def data_dims(configured: int, data: Any) -> int:
+    """The spatial axes a model gets for ``data``: the configured number, except that the
+    config's default (2) yields to data of another rank (a 1-D time series, a 3-D clip), whose
+    preprocessing names one size per axis."""
+    rank = len(getattr(data.preprocess, "size", ()) or ())
+    return rank if configured == 2 and rank in (1, 3) else configured
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.samples import Batch, Sample, as_samples
-from .base import Task, register_task
+from .base import Task, data_dims, register_task
 from .metric import Metric
 from .padding import masked_forward, pad_sequences, trim_to_longest
 
@@ -241,14 +241,6 @@ class ClassificationTask(Task):
 
     def summary_extra(self, evaluation: ClassificationMetrics) -> dict[str, Any]:
         return {"test_per_class": evaluation.per_class()}
-
-
-def data_dims(configured: int, data: Any) -> int:
-    """The spatial axes a model gets for ``data``: the configured number, except that the
-    config's default (2) yields to data of another rank (a 1-D time series, a 3-D clip), whose
-    preprocessing names one size per axis."""
-    rank = len(getattr(data.preprocess, "size", ()) or ())
-    return rank if configured == 2 and rank in (1, 3) else configured
 
 
 def stacked(split: Any) -> tuple[torch.Tensor, torch.Tensor]:

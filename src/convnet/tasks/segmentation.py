@@ -41,7 +41,7 @@ from torch import nn
 
 from .. import layers as L
 from ..data.samples import Batch, Sample, as_samples
-from .base import Task, register_task
+from .base import Task, data_dims, register_task
 from .metric import Metric
 from .segmentation_losses import segmentation_loss
 from .segmentation_metrics import confusion_matrix, scores_from_confusion
@@ -240,7 +240,6 @@ class SegmentationTask(Task):
         as the encoder of a U-Net (``create_model("unet", encoder=NAME)``); refuses data
         without masks and input sizes the model cannot take (see the module docstring)."""
         from ..models import create_model, get_entry
-        from .classification import data_dims
 
         _check_masks(data)
         dims = data_dims(model_cfg.spatial_dims, data)
@@ -286,15 +285,20 @@ class SegmentationTask(Task):
                             "inputs and crop outputs back")
 
     def build_augment(self, augment_cfg: Any, data: Any, spatial_dims: int) -> Any:
-        from .classification import data_dims
         from .segmentation_augment import JointAugment
 
-        progressive = getattr(self.cfg, "progressive", None)
-        if progressive is not None and progressive.stages > 0 and progressive.min_image_size:
-            raise ValueError("progressive.min_image_size resizes the inputs without their masks; "
-                             "it is not available for segmentation")
         return JointAugment(augment_cfg, data_dims(spatial_dims, data), data.preprocess.mean, data.preprocess.std,
                             self.options["ignore_index"])
+
+    def resize_batch(self, batch: Batch, size: tuple[int, ...]) -> Batch:
+        """Progressive learning's smaller inputs: the image by linear interpolation, the mask by
+        nearest neighbour, so labels stay labels."""
+        resized = super().resize_batch(batch, size)
+        target = batch.get("target")
+        if resized is batch or not isinstance(target, torch.Tensor):
+            return resized
+        mask = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0]
+        return {**resized, "target": mask.to(target.dtype)}
 
     # ------------------------------------------------------------------ forward
     def _padded(self, model: nn.Module, x: torch.Tensor) -> Any:

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -41,6 +40,7 @@ from ..data.loader import BatchStream, rank_slice
 from ..data.samples import Batch, as_samples, batch_size_of
 from ..models import count_parameters, get_entry
 from ..tasks import Metric, Task, get_task
+from ..tasks.base import data_dims
 from ..tasks.classification import classification_loss, distillation_loss  # noqa: F401  (public API)
 from ..weights import init_preprocess, load_pretrained, save_tensors
 from . import checkpoint as ckpt
@@ -283,7 +283,7 @@ class Trainer:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("head."))
         self.model.to(self.device)
-        self.memory_format = L.memory_format(cfg.model.spatial_dims) if cfg.channels_last else None
+        self.memory_format = L.memory_format(data_dims(cfg.model.spatial_dims, data)) if cfg.channels_last else None
         if self.memory_format is not None:
             self.model.to(memory_format=self.memory_format)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -488,9 +488,8 @@ class Trainer:
             batch = to_device(batch, self.device, non_blocking=True)
             if self.augment is not None and self.augment.enabled:
                 batch = self.augment(batch, augment_generator)
-            if size is not None and isinstance(batch["input"], torch.Tensor) and tuple(batch["input"].shape[2:]) != size:
-                x = batch["input"]
-                batch["input"] = F.interpolate(x, size=size, mode=L.linear_mode(x.ndim - 2), align_corners=False)
+            if size is not None:
+                batch = self.task.resize_batch(batch, size)
             if global_batches:
                 global_n = local_n
                 if self.world > 1:  # this process's slice of the global batch
