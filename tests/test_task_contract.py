@@ -50,3 +50,17 @@ def test_selecting_classes_of_mask_targets_is_refused():
     data = DataSplits("masks", masks, masks, masks, ["bg", "fg"], Preprocess(1, (8, 8), (8, 8)))
     with pytest.raises(ValueError, match="masks has targets that are not one class per sample|not one class per sample"):
         select_classes(data, "1")
+
+
+def test_analysis_input_lets_a_valid_convolution_unet_take_any_file_size():
+    from convnet import create_model
+    from convnet.analysis.cam import grad_cam
+    from convnet.models import get_entry
+
+    model = create_model("unet", num_classes=3, **get_entry("unet").extra["tiny"]).eval()
+    x = torch.randn(1, 1, 37, 45)  # sizes the valid-convolution U-Net cannot take as they are
+    padded, crop = get_task("segment").analysis_input(model, x)
+    assert padded.shape[2:] != x.shape[2:]
+    result = grad_cam(model, padded, target=1)
+    assert result.cam[crop].shape == (1, 37, 45)
+    assert get_task("classify").analysis_input(model, x) == (x, None)

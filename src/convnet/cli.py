@@ -301,8 +301,9 @@ def _run_image(args: argparse.Namespace):
     from .train import load_run, run_task
 
     model, run_cfg = load_run(args.run)
-    sample = run_task(run_cfg).load_input(args.image, run_cfg, invert=args.invert)
-    return model, run_cfg, sample["input"].unsqueeze(0)
+    task = run_task(run_cfg)
+    sample = task.load_input(args.image, run_cfg, invert=args.invert)
+    return model, run_cfg, sample["input"].unsqueeze(0), task
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
@@ -311,9 +312,14 @@ def cmd_cam(args: argparse.Namespace) -> int:
     from .analysis.cam import grad_cam
     from .analysis.visualize import plot_cam_overlay
 
-    model, run_cfg, x = _run_image(args)
+    model, run_cfg, x, task = _run_image(args)
     method = "gradcam++" if args.plus else "gradcam"
-    result = grad_cam(model, x, target=args.class_index, layer=args.layer, method=method)
+    # A model that takes only some sizes (a valid-convolution U-Net) sees the input padded as
+    # predict pads it; the map is cropped back to the file's pixels.
+    padded, crop = task.analysis_input(model, x)
+    result = grad_cam(model, padded, target=args.class_index, layer=args.layer, method=method)
+    if crop is not None:
+        result.cam = result.cam[crop]
     classes = run_cfg["data"].get("classes") or []
     k = int(result.classes[0])
     label = classes[k] if k < len(classes) else str(k)
@@ -331,7 +337,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .analysis.cam import cam_layer_name
     from .analysis.visualize import layer_output, plot_feature_maps, plot_filters
 
-    model, _, x = _run_image(args)
+    model, _, x, _ = _run_image(args)
     layer = args.layer or cam_layer_name(model)
     if not layer:
         raise ValueError("the model names no cam_layer; pass --layer")

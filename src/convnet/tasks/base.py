@@ -100,6 +100,11 @@ class Task(abc.ABC):
             return batch
         return {**batch, "input": F.interpolate(x, size=size, mode=linear_mode(x.ndim - 2), align_corners=False)}
 
+    def analysis_input(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """An input (B, C, *S) as an analysis (Grad-CAM) should feed it to ``model``, and the
+        index that crops a (B, *S') map back to the input's positions (None: nothing to crop)."""
+        return x, None
+
     def forward(self, model: nn.Module, batch: Batch) -> Any:
         """Run ``model`` on a batch: ``model(batch["input"])`` by default; a detector in training
         mode also takes the targets (and returns its losses)."""

@@ -301,6 +301,12 @@ class SegmentationTask(Task):
         return {**resized, "target": mask.to(target.dtype)}
 
     # ------------------------------------------------------------------ forward
+    def analysis_input(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """Padded as predict pads a file (mirrored; a valid-convolution U-Net's margin), so a
+        model of restricted sizes takes any file; the crop maps a (B, *S) map back."""
+        padded, crop = pad_for_model(unwrapped(model), x, mode=self.options["pad_mode"])
+        return padded, (slice(None), *crop[2:])
+
     def _padded(self, model: nn.Module, x: torch.Tensor) -> Any:
         padded, crop = pad_for_model(unwrapped(model), x, mode=self.options["pad_mode"])
         return _crop_outputs(model(padded), crop)
