@@ -64,3 +64,21 @@ def test_analysis_input_lets_a_valid_convolution_unet_take_any_file_size():
     result = grad_cam(model, padded, target=1)
     assert result.cam[crop].shape == (1, 37, 45)
     assert get_task("classify").analysis_input(model, x) == (x, None)
+
+
+def test_segmentation_answers_serve_with_a_png_mask():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    mask = torch.zeros(6, 8, dtype=torch.uint8)
+    mask[2:4, 3:7] = 2
+    task = get_task("segment").setup(["bg", "a", "b"])
+    answer = task.to_response({"mask": mask, "fractions": {"bg": 0.83}}, {"data": {"classes": ["bg", "a", "b"]}})
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask"]["png"]))))
+    assert png.shape == (6, 8) and np.array_equal(png, mask.numpy())
+    assert answer["mask"]["classes"] == ["bg", "a", "b"] and answer["fractions"] == {"bg": 0.83}
+    volume = task.to_response({"mask": torch.ones(4, 5, 6, dtype=torch.uint8)}, {"data": {"classes": ["bg", "a"]}})
+    assert volume["mask"]["shape"] == [4, 5, 6] and volume["mask"]["slice"] == {"axis": 0, "index": 2}

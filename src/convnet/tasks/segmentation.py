@@ -393,6 +393,27 @@ class SegmentationTask(Task):
                         "fractions": class_fractions(mask, self.classes, row.shape[1])})
         return out
 
+    def to_response(self, prediction: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        """``serve``'s JSON: the mask as a base64 8-bit PNG of class indices (2-D; a volume's
+        middle slice along the first axis, with its shape) and each class's share of the pixels."""
+        import base64
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        mask = prediction["mask"]
+        classes = list(run.get("data", {}).get("classes") or self.classes)
+        plane = mask if mask.ndim == 2 else mask[mask.shape[0] // 2] if mask.ndim == 3 else mask[None]
+        buf = io.BytesIO()
+        Image.fromarray(plane.to(torch.uint8).cpu().numpy().astype(np.uint8), mode="L").save(buf, format="PNG")
+        answer = {"mask": {"png": base64.b64encode(buf.getvalue()).decode("ascii"), "classes": classes,
+                           "shape": list(mask.shape)},
+                  "fractions": prediction.get("fractions")}
+        if mask.ndim == 3:
+            answer["mask"]["slice"] = {"axis": 0, "index": int(mask.shape[0] // 2)}
+        return answer
+
     def load_input(self, path: str, run: dict[str, Any], invert: bool = False, **options: Any) -> Sample:
         """An image file (PNG, JPEG, anything Pillow reads) or, for a run on volumes, a NIfTI file
         (``.nii``/``.nii.gz``, nibabel) or ``.npy`` array, prepared as the run's data were: the
