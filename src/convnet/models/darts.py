@@ -21,9 +21,11 @@ not part of the model here: it feeds only an extra loss term).
 Everything is N-d by ``spatial_dims``. FactorizedReduce shifts its second path by one pixel on
 every spatial axis, as the authors' code does; it pads the shifted map at the far end so that the
 two paths agree on odd sizes too (where the authors' code fails), which changes nothing at even
-sizes. The genotype is a :class:`Genotype` (or its JSON form: a dict, or a path to a .json file)
-so that ``create_model("darts_cell", genotype="search/genotype.json")`` builds a searched cell and
-``convnet train --model darts_cell model.overrides.genotype=PATH`` retrains it.
+sizes. The genotype is a :class:`Genotype` in the spec, and its JSON form (a dict, or a path to
+a .json file) as an override, which must be JSON-able to be saved with a run:
+``create_model("darts_cell", genotype="search/genotype.json")`` builds a searched cell,
+``create_model("darts_cell", genotype=DARTS_V1.to_dict())`` the authors' first-order one, and
+``convnet train --model darts_cell model.overrides.genotype=PATH`` retrains one.
 
 Layout: ``stem`` (ConvNormAct without activation), ``cells[i]`` (``preprocess0``,
 ``preprocess1``, ``ops[k]``), ``head`` (ClassifierHead).
@@ -125,6 +127,27 @@ class FactorizedReduce(nn.Module):
         return self.norm(out)
 
 
+class AvgPool(nn.Module):
+    """The authors' avg_pool_3x3: padding 1, the mean over the real pixels of each window
+    (count_include_pad=False). torch's 3-D average pool refuses an input smaller than its
+    kernel whatever the padding, which the last cells of a 3-D network reach; there the padding
+    is made explicit (zeros, divided by the count of real pixels per window), same result."""
+
+    def __init__(self, spatial_dims: int, stride: int = 1):
+        super().__init__()
+        self.pool = L.avg_pool(spatial_dims, 3, stride, 1, count_include_pad=False)
+        self.unpadded = L.avg_pool(spatial_dims, 3, stride, 0)  # the explicit path's window sum / area
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.ndim - 2
+        kernel, padding = L.ntuple(self.pool.kernel_size, d), L.ntuple(self.pool.padding, d)
+        if all(size >= k for size, k in zip(x.shape[2:], kernel)):
+            return self.pool(x)
+        pads = [p for axis in reversed(padding) for p in (axis, axis)]  # F.pad lists the last axis first
+        real = F.pad(torch.ones_like(x[:1, :1]), pads)
+        return self.unpadded(F.pad(x, pads)) / self.unpadded(real)  # mean over real pixels only
+
+
 class Zero(nn.Module):
     """The "none" operation of the search: zeros of the (strided) output's shape."""
 
@@ -143,7 +166,7 @@ OPS: dict[str, OpFactory] = {
     "none": lambda d, c, stride, affine: Zero(stride),
     "max_pool_3x3": lambda d, c, stride, affine: L.max_pool(d, 3, stride, 1),
     # The authors' average pool counts only real pixels at the border (count_include_pad=False).
-    "avg_pool_3x3": lambda d, c, stride, affine: L.avg_pool(d, 3, stride, 1, count_include_pad=False),
+    "avg_pool_3x3": lambda d, c, stride, affine: AvgPool(d, stride),
     "skip_connect": lambda d, c, stride, affine: nn.Identity() if stride == 1 else FactorizedReduce(d, c, c, affine),
     "sep_conv_3x3": lambda d, c, stride, affine: SepConv(d, c, c, 3, stride, affine),
     "sep_conv_5x5": lambda d, c, stride, affine: SepConv(d, c, c, 5, stride, affine),
@@ -407,6 +430,6 @@ def genotype_edges(genotype: Genotype, cell: str) -> Sequence[Edge]:
     return genotype.normal if cell == "normal" else genotype.reduce
 
 
-__all__ = ["DARTS_V1", "DARTS_V2", "OPS", "PRIMITIVES", "Cell", "DartsNetwork", "DartsSpec", "DilConv",
+__all__ = ["DARTS_V1", "DARTS_V2", "OPS", "PRIMITIVES", "AvgPool", "Cell", "DartsNetwork", "DartsSpec", "DilConv",
            "FactorizedReduce", "Genotype", "ReLUConvNorm", "SepConv", "Zero", "genotype_edges", "load_genotype",
            "make_op", "reduction_layers"]
