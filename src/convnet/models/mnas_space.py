@@ -190,7 +190,8 @@ class MnasSpaceNet(ConvNetClassifier):
         return self.conv_head(x)  # (B, head_width, *S / total stride)
 
 
-_PAPER = "Tan, Chen, Pang, Vasudevan, Sandler, Howard, Le. MnasNet: Platform-Aware Neural Architecture Search for Mobile. CVPR 2019"
+_PAPER = ("Tan, Chen, Pang, Vasudevan, Sandler, Howard, Le. MnasNet: Platform-Aware Neural Architecture Search "
+          "for Mobile. CVPR 2019")
 
 MNAS_SPACE_SPECS: dict[str, dict] = {
     # MnasNet-B1, depth multiplier 1.0; reference_params: torchvision's mnasnet1_0.
