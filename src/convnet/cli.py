@@ -456,9 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--max-maps", type=int, default=32)
             a.add_argument("--filters", metavar="PNG", help="also write the first convolution's filters here")
     from .deploy.cli import add_commands as add_deploy_commands
+    from .search.cli import add_commands as add_search_commands
     from .serve.cli import add_commands as add_serve_commands
 
     add_deploy_commands(sub)
+    add_search_commands(sub)
     add_serve_commands(sub)
     return p
 
