@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/profile_default_job.py
 	$(PY) benchmarks/performance.py --iters 6 --warmup 2
 	$(PY) benchmarks/serve_load.py --requests 400 --threads 2 --max-seconds 300 --overload-seconds 90
+	$(PY) benchmarks/nas_digits.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build dist src/*.egg-info

@@ -122,9 +122,9 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="4m", help="time budget of every search (default 4m)")
+    parser.add_argument("--budget", default="3m", help="time budget of every search (default 3m)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--retrain-epochs", type=int, default=5)
+    parser.add_argument("--retrain-epochs", type=int, default=4)
     parser.add_argument("--algos", default="darts,evolution,random,compound", help=f"of {', '.join(ALGOS)}")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time")
     parser.add_argument("--out", default="runs/nas_digits")

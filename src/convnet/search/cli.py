@@ -10,10 +10,10 @@ from pathlib import Path
 EXAMPLES = """examples:
   convnet search --space darts --algo darts --data digits --budget 10m
   convnet search --algo darts --order 2 --budget 200            # second order, 200 steps
-  convnet search --algo evolution --space mobilenet --constraint macs<=2e6 --budget 30m
+  convnet search --algo evolution --space mobilenet --constraint 'macs<=2e6' --budget 30m
   convnet search --algo random --budget 10m --seed 1            # the baseline at the same budget
   convnet search --algo compound --budget 15m                   # EfficientNet's alpha, beta, gamma grid
-  convnet search --out searches/a --resume                      # continue after a kill (same arguments)
+  convnet search --algo random --budget 10m --out searches/a --resume   # after a kill: the same arguments
   convnet train --model darts_cell model.overrides.genotype=searches/a/genotype.json   # retrain the result
 """
 
@@ -69,7 +69,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", default="digits",
                    help="data set (its training split is halved: search-train / search-val)")
     s.add_argument("--budget", default="10m", help="steps (200) or time (90s, 10m, 1h); default 10m")
-    s.add_argument("--constraint", help="cost bounds, e.g. macs<=5e6 or params<=1e5,flops<=2e7")
+    s.add_argument("--constraint", help="cost bounds, e.g. 'macs<=5e6' or 'params<=1e5,flops<=2e7' (quoted)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="search directory (default searches/<algo>-<space>-<data>-<time>)")
     s.add_argument("--resume", action="store_true", help="continue the search in --out from its newest checkpoint")
