@@ -10,6 +10,7 @@ from conftest import tiny_model
 from test_cam import fake_run  # noqa: F401  (a fixture: a small run directory)
 from torch import nn
 
+from convnet import layers as L
 from convnet.analysis.erf import (
     effective_receptive_field,
     moments,
@@ -21,7 +22,7 @@ from convnet.cli import main
 def uniform_stack(k: int, spatial_dims: int = 2, kernel: int = 3) -> nn.Sequential:
     """k linear convolutions with all-ones kernels: the input gradient of a unit is the k-fold
     convolution of a box, a binomial-like bump with variance k (kernel^2 - 1) / 12 per axis."""
-    cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1]
+    cls = L.conv_class(spatial_dims)
     convs = [cls(1, 1, kernel, padding=kernel // 2, bias=False) for _ in range(k)]
     for c in convs:
         nn.init.ones_(c.weight)
@@ -72,10 +73,16 @@ def test_one_channel_and_energy_region():
 
 
 def test_fallback_measures_the_nonzero_gradient_extent(monkeypatch):
-    """Without analysis.receptive_field the field is the bounding box of nonzero gradients."""
-    import sys
+    """Where the theoretical field cannot be derived (an op without a rule), the field is the
+    bounding box of nonzero gradients."""
+    import importlib
 
-    monkeypatch.setitem(sys.modules, "convnet.analysis.receptive_field", None)  # import fails
+    rf_module = importlib.import_module("convnet.analysis.receptive_field")
+
+    def no_rule(*args, **kwargs):
+        raise rf_module.UnknownGeometry("no rule for this op")
+
+    monkeypatch.setattr(rf_module, "receptive_field", no_rule)
     conv = nn.Conv2d(1, 2, 5, padding=2, bias=False)
     with torch.no_grad():
         conv.weight.zero_()
