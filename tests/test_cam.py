@@ -10,6 +10,7 @@ from conftest import input_size, tiny_model
 from PIL import Image
 from torch import nn
 
+from convnet import layers as L
 from convnet.analysis.cam import (
     cam_layer_name,
     grad_cam,
@@ -59,7 +60,7 @@ class RegionNet(nn.Module):
 
     def __init__(self, spatial_dims: int = 2):
         super().__init__()
-        cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1]
+        cls = L.conv_class(spatial_dims)
         self.body = cls(1, 2, 1, bias=False)
         nn.init.ones_(self.body.weight)
         self.act = nn.ReLU()

@@ -6,6 +6,7 @@ import pytest
 from conftest import tiny_model
 from torch import nn
 
+from convnet import layers as L
 from convnet.analysis.equivariance import equivariance
 from convnet.cli import main
 
@@ -15,7 +16,7 @@ class CircularNet(nn.Module):
 
     def __init__(self, spatial_dims: int = 2, strides: tuple[int, ...] = (1, 1, 1)):
         super().__init__()
-        cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1]
+        cls = L.conv_class(spatial_dims)
         chans = [2, 4, 6, 8]
         self.features = nn.Sequential(*[
             nn.Sequential(cls(chans[i], chans[i + 1], 3, stride=s, padding=1, padding_mode="circular"), nn.ReLU())

@@ -8,11 +8,12 @@ from oracle import DEVICES, assert_loads_same, timm
 from torch import nn
 
 from convnet import create_model
+from convnet import layers as L
 from convnet.models.inception_v4 import InceptionResNetBlock
 from convnet.models.xception import SeparableConv
 from convnet.weights.keymaps import convert
 
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONVS = L.CONV_TYPES
 
 
 def _meta(name: str, **kw) -> nn.Module:

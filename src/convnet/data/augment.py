@@ -19,7 +19,7 @@ jitter -> PCA lighting -> erasing -> Mixup/CutMix.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,7 +34,10 @@ __all__ = [
     "AugmentConfig",
     "IMAGENET_PCA_EIGVAL",
     "IMAGENET_PCA_EIGVEC",
+    "OPS",
     "POLICY_OPS",
+    "PolicyOp",
+    "Step",
     "BatchAugment",
     "adjust_hue",
     "apply_op",
@@ -443,33 +446,6 @@ def cutmix(x: Tensor, y: Tensor, alpha: float, num_classes: int, g: torch.Genera
 # Policy ops (2-D images in [0, 1], 1 or 3 channels). Magnitudes follow torchvision's
 # autoaugment.py: ``level`` in [0, 1] is the magnitude bin over the last bin.
 
-POLICY_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness",
-              "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
-_SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
-           "contrast", "sharpness"}
-
-
-def _magnitude(name: str, level: Tensor, size: tuple[int, int], wide: bool) -> Tensor:
-    """Op magnitude at ``level`` in [0, 1] (per sample): RandAugment's space (Cubuk et al. 2020,
-    = AutoAugment's table of operations in Cubuk et al. 2019's appendix), or TrivialAugment's
-    wide space (Müller & Hutter 2021); the ranges and bin formulas are torchvision's."""
-    h, w = size
-    if name in ("shear_x", "shear_y"):
-        return level * (0.99 if wide else 0.3)
-    if name in ("translate_x", "translate_y"):
-        extent = 32.0 if wide else 150.0 / 331.0 * (w if name == "translate_x" else h)
-        return (level * extent).trunc()  # whole pixels, as torchvision's int()
-    if name == "rotate":
-        return level * (135.0 if wide else 30.0)
-    if name in ("brightness", "color", "contrast", "sharpness"):
-        return level * (0.99 if wide else 0.9)
-    if name == "posterize":  # bits: 8 down to 4 (wide: 2)
-        return 8 - torch.round(level * (6 if wide else 4))
-    if name == "solarize":  # threshold on the 0..255 scale
-        return 255.0 * (1 - level)
-    return torch.zeros_like(level)
-
-
 def _check_image(x: Tensor, op: str) -> None:
     if x.ndim != 4:
         raise ValueError(f"{op} is defined on 2-D images (B, C, H, W); got a batch with "
@@ -489,66 +465,180 @@ def _warp(x: Tensor, mat: Tensor) -> Tensor:
     return F.grid_sample(x, grid.view(b, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _identity_mats(b: int) -> Tensor:
+    mat = torch.zeros(b, 2, 3)
+    mat[:, 0, 0] = mat[:, 1, 1] = 1.0
+    return mat
+
+
+# Each op's action on a batch x (B, C, H, W) with one magnitude per sample m (B,) float32 on the CPU.
+
+def _shear_x(x: Tensor, m: Tensor) -> Tensor:
+    mat = _identity_mats(x.shape[0])
+    mat[:, 0, 1] = m  # PIL's (1, m, 0, 0, 1, 0): x_in = x + m y
+    return _warp(x, mat)
+
+
+def _shear_y(x: Tensor, m: Tensor) -> Tensor:
+    mat = _identity_mats(x.shape[0])
+    mat[:, 1, 0] = m
+    return _warp(x, mat)
+
+
+def _translate_x(x: Tensor, m: Tensor) -> Tensor:
+    mat = _identity_mats(x.shape[0])
+    mat[:, 0, 2] = -m  # content moves right by m pixels
+    return _warp(x, mat)
+
+
+def _translate_y(x: Tensor, m: Tensor) -> Tensor:
+    mat = _identity_mats(x.shape[0])
+    mat[:, 1, 2] = -m
+    return _warp(x, mat)
+
+
+def _rotate(x: Tensor, m: Tensor) -> Tensor:
+    # About the centre; y points down, so counter-clockwise on screen.
+    h, w = x.shape[2:]
+    mat = _identity_mats(x.shape[0])
+    a = torch.deg2rad(m)
+    cos, sin = torch.cos(a), torch.sin(a)
+    cx, cy = w / 2, h / 2
+    mat[:, 0, 0], mat[:, 0, 1], mat[:, 1, 0], mat[:, 1, 1] = cos, -sin, sin, cos
+    mat[:, 0, 2] = cx - cos * cx + sin * cy
+    mat[:, 1, 2] = cy - sin * cx - cos * cy
+    return _warp(x, mat)
+
+
+def _brightness(x: Tensor, m: Tensor) -> Tensor:
+    return (x * _per_sample(1 + m, x)).clamp(0.0, 1.0)
+
+
+def _color(x: Tensor, m: Tensor) -> Tensor:
+    return x if x.shape[1] == 1 else _blend(x, _gray(x), _per_sample(1 + m, x))
+
+
+def _contrast(x: Tensor, m: Tensor) -> Tensor:
+    return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), _per_sample(1 + m, x))
+
+
+def _sharpness(x: Tensor, m: Tensor) -> Tensor:
+    # Blend with PIL's smoothing filter; the border stays as it is.
+    b, c, h, w = x.shape
+    if h <= 2 or w <= 2:
+        return x
+    kernel = torch.ones(3, 3, dtype=x.dtype, device=x.device)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / kernel.sum()).expand(c, 1, 3, 3)
+    blurred = x.clone()
+    blurred[..., 1:-1, 1:-1] = F.conv2d(x, kernel, groups=c)
+    return _blend(x, blurred, _per_sample(1 + m, x))
+
+
+def _posterize(x: Tensor, m: Tensor) -> Tensor:
+    # Keep the top `bits` bits of the 8-bit level.
+    step = _per_sample(2.0 ** (8 - m.round()), x)
+    return torch.floor((x * 255).round() / step) * step / 255
+
+
+def _solarize(x: Tensor, m: Tensor) -> Tensor:
+    return torch.where(x >= _per_sample(m / 255, x), 1 - x, x)
+
+
+def _autocontrast(x: Tensor, m: Tensor) -> Tensor:
+    lo, hi = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    flat = hi <= lo
+    scale = torch.where(flat, torch.ones_like(hi), 1 / (hi - lo).clamp(min=1e-12))
+    return ((x - torch.where(flat, torch.zeros_like(lo), lo)) * scale).clamp(0.0, 1.0)
+
+
+# Each op's magnitude at ``level`` in [0, 1] (per sample): RandAugment's space (Cubuk et al. 2020,
+# = AutoAugment's table of operations in Cubuk et al. 2019's appendix), or TrivialAugment's wide
+# space (Müller & Hutter 2021, ``wide``); the ranges and bin formulas are torchvision's.
+
+def _no_magnitude(level: Tensor, size: tuple[int, int], wide: bool) -> Tensor:
+    return torch.zeros_like(level)
+
+
+def _linear(normal: float, wide: float) -> Callable[[Tensor, tuple[int, int], bool], Tensor]:
+    def magnitude(level: Tensor, size: tuple[int, int], wide_space: bool) -> Tensor:
+        return level * (wide if wide_space else normal)
+    return magnitude
+
+
+def _translation(axis: int) -> Callable[[Tensor, tuple[int, int], bool], Tensor]:
+    # 150/331 of the image side (axis 1: width, 0: height) in whole pixels, as torchvision's int().
+    def magnitude(level: Tensor, size: tuple[int, int], wide: bool) -> Tensor:
+        extent = 32.0 if wide else 150.0 / 331.0 * size[axis]
+        return (level * extent).trunc()
+    return magnitude
+
+
+def _posterize_bits(level: Tensor, size: tuple[int, int], wide: bool) -> Tensor:
+    return 8 - torch.round(level * (6 if wide else 4))  # bits: 8 down to 4 (wide: 2)
+
+
+def _solarize_threshold(level: Tensor, size: tuple[int, int], wide: bool) -> Tensor:
+    return 255.0 * (1 - level)  # on the 0..255 scale
+
+
+@dataclass(frozen=True)
+class PolicyOp:
+    """One op of the learned policies, defined once.
+
+    Attributes:
+        name: the op's name in the policies (torchvision's, in snake case).
+        apply: ``(x (B, C, H, W) in [0, 1], m (B,)) -> x`` with torchvision's semantics of m.
+        magnitude: ``(level in [0, 1] per sample, (H, W), wide) -> m``.
+        signed: the magnitude gets a random sign (a shear, rotation or enhancement either way).
+        searched: in the 14-op space RandAugment and TrivialAugment draw from (AutoAugment's
+            ImageNet policy also uses ``invert``).
+    """
+
+    name: str
+    apply: Callable[[Tensor, Tensor], Tensor]
+    magnitude: Callable[[Tensor, tuple[int, int], bool], Tensor] = _no_magnitude
+    signed: bool = False
+    searched: bool = True
+
+
+# The table, in the order RandAugment and TrivialAugment index it (the order of the random draws).
+OPS: dict[str, PolicyOp] = {op.name: op for op in (
+    PolicyOp("identity", lambda x, m: x),
+    PolicyOp("shear_x", _shear_x, _linear(0.3, 0.99), signed=True),  # shear factor
+    PolicyOp("shear_y", _shear_y, _linear(0.3, 0.99), signed=True),
+    PolicyOp("translate_x", _translate_x, _translation(1), signed=True),  # pixels
+    PolicyOp("translate_y", _translate_y, _translation(0), signed=True),
+    PolicyOp("rotate", _rotate, _linear(30.0, 135.0), signed=True),  # degrees, counter-clockwise
+    PolicyOp("brightness", _brightness, _linear(0.9, 0.99), signed=True),  # enhancement factor 1 + m
+    PolicyOp("color", _color, _linear(0.9, 0.99), signed=True),
+    PolicyOp("contrast", _contrast, _linear(0.9, 0.99), signed=True),
+    PolicyOp("sharpness", _sharpness, _linear(0.9, 0.99), signed=True),
+    PolicyOp("posterize", _posterize, _posterize_bits),  # bits kept
+    PolicyOp("solarize", _solarize, _solarize_threshold),  # threshold on 0..255
+    PolicyOp("autocontrast", _autocontrast),
+    PolicyOp("equalize", lambda x, m: _equalize(x)),
+    PolicyOp("invert", lambda x, m: 1 - x, searched=False),
+)}
+POLICY_OPS = tuple(name for name, op in OPS.items() if op.searched)
+_SIGNED = frozenset(name for name, op in OPS.items() if op.signed)
+
+
+def _op(name: str) -> PolicyOp:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise ValueError(f"unknown augmentation op {name!r}; known: {', '.join(OPS)}") from None
+
+
 def apply_op(x: Tensor, name: str, magnitude: Tensor | float) -> Tensor:
     """One policy op on 2-D images in [0, 1] with a magnitude per sample (torchvision's
     semantics: shear factor, translation in pixels, rotation in degrees counter-clockwise,
     enhancement factor 1 + m, posterize bits, solarize threshold on 0..255). Bilinear
     resampling (torchvision defaults to nearest), black fill."""
     _check_image(x, name)
-    b, c, h, w = x.shape
-    m = torch.as_tensor(magnitude, dtype=torch.float32).expand(b).cpu()
-    if name == "identity":
-        return x
-    if name in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate"):
-        mat = torch.zeros(b, 2, 3)
-        mat[:, 0, 0] = mat[:, 1, 1] = 1.0
-        if name == "shear_x":  # PIL's (1, m, 0, 0, 1, 0): x_in = x + m y
-            mat[:, 0, 1] = m
-        elif name == "shear_y":
-            mat[:, 1, 0] = m
-        elif name == "translate_x":  # content moves right by m pixels
-            mat[:, 0, 2] = -m
-        elif name == "translate_y":
-            mat[:, 1, 2] = -m
-        else:  # about the centre; y points down, so counter-clockwise on screen
-            a = torch.deg2rad(m)
-            cos, sin = torch.cos(a), torch.sin(a)
-            cx, cy = w / 2, h / 2
-            mat[:, 0, 0], mat[:, 0, 1], mat[:, 1, 0], mat[:, 1, 1] = cos, -sin, sin, cos
-            mat[:, 0, 2] = cx - cos * cx + sin * cy
-            mat[:, 1, 2] = cy - sin * cx - cos * cy
-        return _warp(x, mat)
-    f = _per_sample(1 + m, x)
-    if name == "brightness":
-        return (x * f).clamp(0.0, 1.0)
-    if name == "color":
-        return x if c == 1 else _blend(x, _gray(x), f)
-    if name == "contrast":
-        return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), f)
-    if name == "sharpness":  # blend with PIL's smoothing filter; the border stays as it is
-        if h <= 2 or w <= 2:
-            return x
-        kernel = torch.ones(3, 3, dtype=x.dtype, device=x.device)
-        kernel[1, 1] = 5.0
-        kernel = (kernel / kernel.sum()).expand(c, 1, 3, 3)
-        blurred = x.clone()
-        blurred[..., 1:-1, 1:-1] = F.conv2d(x, kernel, groups=c)
-        return _blend(x, blurred, f)
-    if name == "posterize":  # keep the top `bits` bits of the 8-bit level
-        step = _per_sample(2.0 ** (8 - m.round()), x)
-        return torch.floor((x * 255).round() / step) * step / 255
-    if name == "solarize":
-        return torch.where(x >= _per_sample(m / 255, x), 1 - x, x)
-    if name == "invert":
-        return 1 - x
-    if name == "autocontrast":
-        lo, hi = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
-        flat = hi <= lo
-        scale = torch.where(flat, torch.ones_like(hi), 1 / (hi - lo).clamp(min=1e-12))
-        return ((x - torch.where(flat, torch.zeros_like(lo), lo)) * scale).clamp(0.0, 1.0)
-    if name == "equalize":
-        return _equalize(x)
-    raise ValueError(f"unknown augmentation op {name!r}; known: {', '.join(POLICY_OPS + ('invert',))}")
+    m = torch.as_tensor(magnitude, dtype=torch.float32).expand(x.shape[0]).cpu()
+    return _op(name).apply(x, m)
 
 
 def _equalize(x: Tensor) -> Tensor:
@@ -582,7 +672,7 @@ def _apply_ops(x: Tensor, op: Tensor, magnitude: Tensor, names: Sequence[str]) -
 def _signed(g: torch.Generator, names: Sequence[str], op: Tensor, mag: Tensor) -> Tensor:
     """Flip the sign of a signed op's magnitude with probability 1/2 (always drawn)."""
     sign = torch.where(_randint(g, 2, op.shape[0]).bool(), -1.0, 1.0)
-    signed = torch.tensor([n in _SIGNED for n in names])[op.clamp(min=0)]
+    signed = torch.tensor([OPS[n].signed for n in names])[op.clamp(min=0)]
     return torch.where(signed, mag * sign, mag)
 
 
@@ -602,7 +692,7 @@ def rand_augment(x: Tensor, n: int, m: float, g: torch.Generator,
         raise ValueError(f"RandAugment magnitude must be in [0, 30], got {m}")
     b, size = x.shape[0], tuple(x.shape[2:])
     applied: list[list[tuple[str, float]]] = [[] for _ in range(b)]
-    table = torch.stack([_magnitude(name, torch.tensor([m / 30.0]), size, False)[0] for name in POLICY_OPS])
+    table = torch.stack([OPS[name].magnitude(torch.tensor([m / 30.0]), size, False)[0] for name in POLICY_OPS])
     for _ in range(n):
         op = _randint(g, len(POLICY_OPS), b)
         mag = _signed(g, POLICY_OPS, op, table[op])
@@ -620,7 +710,7 @@ def trivial_augment(x: Tensor, g: torch.Generator,
     b, size = x.shape[0], tuple(x.shape[2:])
     op = _randint(g, len(POLICY_OPS), b)
     level = _randint(g, 31, b)
-    table = torch.stack([_magnitude(name, torch.arange(31) / 30.0, size, True) for name in POLICY_OPS])  # (ops, bins)
+    table = torch.stack([OPS[name].magnitude(torch.arange(31) / 30.0, size, True) for name in POLICY_OPS])  # (ops, bins)
     mag = _signed(g, POLICY_OPS, op, table[op, level])
     x = _apply_ops(x, op, mag, POLICY_OPS)
     return (x, [[pair] for pair in _ops_list(POLICY_OPS, op, mag)]) if return_ops else x
@@ -643,7 +733,7 @@ AUTO_AUGMENT_IMAGENET = (
     (("invert", 0.6, None), ("equalize", 1.0, None)), (("color", 0.6, 4), ("contrast", 1.0, 8)),
     (("equalize", 0.8, None), ("equalize", 0.6, None)),
 )
-_AA_OPS = POLICY_OPS + ("invert",)
+_AA_OPS = tuple(OPS)  # the searched ops and invert
 
 
 def auto_augment(x: Tensor, g: torch.Generator, policy: str = "imagenet",
@@ -664,7 +754,7 @@ def auto_augment(x: Tensor, g: torch.Generator, policy: str = "imagenet",
             name, p, bin_ = AUTO_AUGMENT_IMAGENET[s][step]
             if probs[i, step] <= p:
                 op[i] = _AA_OPS.index(name)
-                mag[i] = _magnitude(name, torch.tensor([(bin_ or 0) / 9.0]), size, False)[0]
+                mag[i] = OPS[name].magnitude(torch.tensor([(bin_ or 0) / 9.0]), size, False)[0]
         mag = _signed(g, _AA_OPS, op, mag)
         x = _apply_ops(x, op, mag, _AA_OPS)
         for i in range(b):
@@ -675,6 +765,22 @@ def auto_augment(x: Tensor, g: torch.Generator, policy: str = "imagenet",
 
 # --------------------------------------------------------------------------------------------
 # The Trainer's entry point.
+
+@dataclass(frozen=True)
+class Step:
+    """One enabled transform of a BatchAugment chain.
+
+    Attributes:
+        name: the config field (or policy) that turned it on.
+        apply: ``(x, target, generator) -> (x, target)``; only mixing changes the target.
+        pixels: acts on images in [0, 1] rather than on the normalised batch (the chain converts
+            once around each run of such steps).
+    """
+
+    name: str
+    apply: Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
+    pixels: bool = False
+
 
 class BatchAugment:
     """The configured chain on a normalised training batch (see the module docstring for order).
@@ -712,20 +818,62 @@ class BatchAugment:
         if self.policy and spatial_dims != 2:
             raise ValueError(f"{self.policy} is defined on 2-D images, got spatial_dims={spatial_dims}")
 
+    def steps(self) -> list[Step]:
+        """The enabled transforms, in timm's order: geometry, policy, colour jitter, PCA
+        lighting, erasing, Mixup/CutMix. ``__call__`` runs exactly these and ``enabled`` is
+        whether there are any; read at every call, so that progressive learning's ``mixup`` and
+        ``rand_augment_m`` take effect at once."""
+        c = self.cfg
+        mixing = (self.mixup > 0 or c.cutmix > 0) and c.mix_prob > 0
+        chain = (
+            (c.resized_crop > 0, Step("resized_crop", lambda x, t, g: (random_resized_crop(x, c.resized_crop, g), t))),
+            # A resized crop already moves the content: the CIFAR pad-and-crop is its alternative.
+            (c.crop_padding > 0 and not c.resized_crop > 0, Step("crop_padding", self._pad_crop)),
+            (bool(c.shift or c.scale or c.shear or c.rotate), Step("affine", lambda x, t, g: (
+                random_affine(x, c.shift, c.scale, c.shear, c.rotate, generator=g), t))),
+            (c.hflip > 0, Step("hflip", lambda x, t, g: (hflip(x, c.hflip, g), t))),
+            (c.vflip > 0, Step("vflip", lambda x, t, g: (vflip(x, c.vflip, g), t))),
+            (bool(self.policy), Step(self.policy, self._policy, pixels=True)),
+            (c.color_jitter > 0 or c.hue > 0, Step("color_jitter", lambda x, t, g: (color_jitter(
+                x.clamp(0.0, 1.0), c.color_jitter, c.color_jitter, c.color_jitter, c.hue, g), t), pixels=True)),
+            (c.pca_lighting > 0, Step("pca_lighting", lambda x, t, g: (
+                pca_lighting(x, c.pca_lighting, None, None, g), t), pixels=True)),
+            (c.erase > 0, Step("erase", lambda x, t, g: (random_erasing(x, c.erase, tuple(c.erase_area), g), t))),
+            (mixing, Step("mix", self._mix)),
+        )
+        return [step for on, step in chain if on]
+
     @property
     def enabled(self) -> bool:
         """False when every op is off (the trainer then skips the call)."""
-        c = self.cfg
-        mixing = (self.mixup > 0 or c.cutmix > 0) and c.mix_prob > 0
-        return bool(c.shift or c.scale or c.shear or c.rotate or c.hflip > 0 or c.vflip > 0
-                    or c.crop_padding > 0 or c.resized_crop > 0 or c.color_jitter > 0 or c.hue > 0
-                    or c.pca_lighting > 0 or c.erase > 0 or self.policy or mixing)
+        return bool(self.steps())
 
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
         return mean, std
+
+    def _pad_crop(self, x: Tensor, target: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        mean, std = self._stats(x)
+        return pad_crop(x, self.cfg.crop_padding, g, fill=(-mean / std).flatten().tolist()), target  # black
+
+    def _policy(self, x: Tensor, target: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = x.clamp(0.0, 1.0)
+        if self.policy == "AutoAugment":
+            return auto_augment(x, g, self.cfg.auto_augment), target
+        if self.policy == "RandAugment":
+            return rand_augment(x, self.cfg.rand_augment_n, self.rand_augment_m, g), target
+        return trivial_augment(x, g), target
+
+    def _mix(self, x: Tensor, target: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        c = self.cfg
+        u = _rand(g, 2)  # whether to mix this batch, and which
+        if u[0] >= c.mix_prob:
+            return x, target
+        if c.cutmix > 0 and (self.mixup <= 0 or u[1] < c.switch_prob):
+            return cutmix(x, target, c.cutmix, self.num_classes, g)
+        return mixup(x, target, self.mixup, self.num_classes, g)
 
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Augment a normalised batch x (B, C, *S) with labels y (B,) int64.
@@ -734,44 +882,16 @@ class BatchAugment:
         targets when Mixup or CutMix mixed this batch."""
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(f"expected a batch (B, C) + {self.spatial_dims} spatial axes, got {tuple(x.shape)}")
-        c, g, dtype = self.cfg, generator, x.dtype
+        dtype = x.dtype
         x = x.float()
         mean, std = self._stats(x)
-        # Geometry.
-        if c.resized_crop > 0:
-            x = random_resized_crop(x, c.resized_crop, g)
-        elif c.crop_padding > 0:
-            x = pad_crop(x, c.crop_padding, g, fill=(-mean / std).flatten().tolist())  # black
-        if c.shift or c.scale or c.shear or c.rotate:
-            x = random_affine(x, c.shift, c.scale, c.shear, c.rotate, generator=g)
-        if c.hflip > 0:
-            x = hflip(x, c.hflip, g)
-        if c.vflip > 0:
-            x = vflip(x, c.vflip, g)
-        # Pixel-value ops see [0, 1] images.
-        if self.policy or c.color_jitter > 0 or c.hue > 0 or c.pca_lighting > 0:
-            v = x * std + mean
-            if self.policy:
-                v = v.clamp(0.0, 1.0)
-                if self.policy == "AutoAugment":
-                    v = auto_augment(v, g, c.auto_augment)
-                elif self.policy == "RandAugment":
-                    v = rand_augment(v, c.rand_augment_n, self.rand_augment_m, g)
-                else:
-                    v = trivial_augment(v, g)
-            if c.color_jitter > 0 or c.hue > 0:
-                v = color_jitter(v.clamp(0.0, 1.0), c.color_jitter, c.color_jitter, c.color_jitter, c.hue, g)
-            if c.pca_lighting > 0:
-                v = pca_lighting(v, c.pca_lighting, None, None, g)
-            x = (v - mean) / std
-        if c.erase > 0:
-            x = random_erasing(x, c.erase, tuple(c.erase_area), g)
         target: Tensor = y
-        if (self.mixup > 0 or c.cutmix > 0) and c.mix_prob > 0:
-            u = _rand(g, 2)  # whether to mix this batch, and which
-            if u[0] < c.mix_prob:
-                if c.cutmix > 0 and (self.mixup <= 0 or u[1] < c.switch_prob):
-                    x, target = cutmix(x, y, c.cutmix, self.num_classes, g)
-                else:
-                    x, target = mixup(x, y, self.mixup, self.num_classes, g)
+        pixels = False  # whether x holds [0, 1] pixel values rather than normalised ones
+        for step in self.steps():
+            if step.pixels != pixels:
+                x = x * std + mean if step.pixels else (x - mean) / std
+                pixels = step.pixels
+            x, target = step.apply(x, target, generator)
+        if pixels:
+            x = (x - mean) / std
         return x.to(dtype), target

@@ -104,17 +104,25 @@ B0_STAGES = (
 )
 EFFICIENTNET_B0 = EfficientNetSpec(B0_STAGES)
 
-# The released coefficients (width, depth, resolution, dropout) of efficientnet_builder.py's
-# params_dict, as torchvision and timm use them; phi is the index.
-RELEASED_COEFFICIENTS: dict[int, tuple[float, float, int, float]] = {
-    0: (1.0, 1.0, 224, 0.2),
-    1: (1.0, 1.1, 240, 0.2),
-    2: (1.1, 1.2, 260, 0.3),
-    3: (1.2, 1.4, 300, 0.3),
-    4: (1.4, 1.8, 380, 0.4),
-    5: (1.6, 2.2, 456, 0.4),
-    6: (1.8, 2.6, 528, 0.5),
-    7: (2.0, 3.1, 600, 0.5),
+class Released(NamedTuple):
+    """The coefficients of one released model (efficientnet_builder.py's params_dict)."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+
+
+# The released coefficients by phi, as torchvision and timm use them.
+RELEASED_COEFFICIENTS: dict[int, Released] = {
+    0: Released(width=1.0, depth=1.0, resolution=224, dropout=0.2),  # B0
+    1: Released(width=1.0, depth=1.1, resolution=240, dropout=0.2),  # B1
+    2: Released(width=1.1, depth=1.2, resolution=260, dropout=0.3),  # B2
+    3: Released(width=1.2, depth=1.4, resolution=300, dropout=0.3),  # B3
+    4: Released(width=1.4, depth=1.8, resolution=380, dropout=0.4),  # B4
+    5: Released(width=1.6, depth=2.2, resolution=456, dropout=0.4),  # B5
+    6: Released(width=1.8, depth=2.6, resolution=528, dropout=0.5),  # B6
+    7: Released(width=2.0, depth=3.1, resolution=600, dropout=0.5),  # B7
 }
 _PAPER_COEFFS = (1.2, 1.1, 1.15)  # alpha, beta, gamma of §3.3 (grid search on B0)
 
