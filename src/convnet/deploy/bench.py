@@ -11,6 +11,14 @@ under the same machine load:
   (``compile="auto"`` measures both and reports the faster).
 * ``onnxruntime``: the model exported by :func:`convnet.deploy.export.export_onnx` and run by
   ONNX Runtime (inference, fp32).
+* ``openvino``: the same ONNX file compiled by OpenVINO's CPU plugin (inference, fp32: its
+  inference precision pinned to f32, which it would otherwise lower to bf16 on such CPUs).
+
+``dtype="int8"`` (optimized mode) times :func:`convnet.deploy.optimize` with ``dtype="int8"``
+through the int8 engine ``backend`` ("inductor", "onnxruntime", "openvino", "fx"), calibrated
+on the benchmark's own random batch (the speed does not depend on the ranges; accuracy is
+measured on trained models by benchmarks/int8_accuracy.py), and reports the share of *that
+engine's* int8 GEMM rate (:func:`convnet.deploy.int8.int8_ceiling`).
 
 Figures (see :func:`bench_model` for the keys):
 
@@ -25,6 +33,8 @@ Figures (see :func:`bench_model` for the keys):
 * **Ceiling** = :func:`matmul_ceiling`, the best large square GEMM rate in the same dtype, on
   the same device and thread count, measured in the same process; ``share_of_ceiling`` =
   achieved / ceiling says how much of the hardware's matrix throughput the model extracts.
+  For int8 the "FLOPs" are integer multiply-adds counted the same way (2 per MAC) and the
+  ceiling is the int8 engine's own GEMM rate.
 * **Peak memory**: on CUDA ``torch.cuda.max_memory_allocated`` during the timed iterations
   (tensors only); on the CPU the process' resident-set high-water mark (Linux VmHWM, reset
   just before the run through /proc/self/clear_refs; elsewhere ``resource.getrusage``'s
@@ -52,7 +62,7 @@ from torch.nn import functional as F
 from ..layers.factory import memory_format
 from .optimize import optimize, resolve_dtype
 
-_DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 _CEILINGS: dict[tuple[str, str, int], float] = {}
 _BASE_KEYS = ("img_per_s", "p50_ms", "p99_ms", "peak_mem_mb", "achieved_flops", "ceiling", "share_of_ceiling")
 
@@ -81,7 +91,7 @@ def _sync(device: torch.device) -> None:
 
 def matmul_ceiling(dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu",
                    threads: int | None = None, sizes: Sequence[int] | None = None, repeats: int = 3,
-                   refresh: bool = False) -> float:
+                   refresh: bool = False, backend: str | None = None) -> float:
     """The machine's matrix-multiply rate in FLOP/s: the best of a few large square GEMMs.
 
     Sizes: a GEMM of n x n by n x n does 2 n^3 FLOPs on 3 n^2 elements, so its arithmetic
@@ -100,9 +110,16 @@ def matmul_ceiling(dtype: str | torch.dtype = torch.float32, device: str | torch
         sizes: override the matrix sizes.
         repeats: timings per size.
         refresh: measure again even if cached.
+        backend: int8 only: the int8 engine whose GEMM is timed
+            (:func:`convnet.deploy.int8.int8_ceiling`).
     """
     device = torch.device(device)
     dtype = _DTYPE_NAMES[dtype] if isinstance(dtype, str) else dtype
+    if dtype == torch.int8:
+        from .int8 import int8_ceiling
+
+        return int8_ceiling(backend, threads, **({"sizes": sizes} if sizes else {}), repeats=repeats,
+                            refresh=refresh)
     key = (str(dtype), str(device), threads or torch.get_num_threads())
     if key in _CEILINGS and not refresh:
         return _CEILINGS[key]
@@ -197,13 +214,14 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-# Inference steps by mode: (model, x, dtype, compile, threads) -> (the timed call, how it ran).
-InferenceStep = Callable[[nn.Module, torch.Tensor, torch.dtype, bool, "int | None"],
+# Inference steps by mode: (model, x, dtype, compile, threads, backend) -> (the timed call, how it
+# ran); backend names the int8 engine (optimized mode, dtype int8).
+InferenceStep = Callable[[nn.Module, torch.Tensor, torch.dtype, bool, "int | None", "str | None"],
                          tuple[Callable[[], Any], dict[str, Any]]]
 
 
 def _eager_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, compile: bool,
-                     threads: int | None) -> tuple[Callable[[], Any], dict[str, Any]]:
+                     threads: int | None, backend: str | None = None) -> tuple[Callable[[], Any], dict[str, Any]]:
     def step() -> Any:
         with torch.inference_mode(), _autocast(x.device, dtype):
             return model(x)
@@ -211,9 +229,14 @@ def _eager_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, comp
 
 
 def _optimized_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, compile: bool,
-                         threads: int | None) -> tuple[Callable[[], Any], dict[str, Any]]:
-    fast = optimize(model, dtype=dtype, compile=compile, channels_last=True, example_input=x)
-    info = {"optimizer": "convnet.deploy.optimize", "compiled": bool(getattr(fast, "compiled", compile))}
+                         threads: int | None, backend: str | None = None) -> tuple[Callable[[], Any], dict[str, Any]]:
+    if dtype == torch.int8:
+        fast = optimize(model, dtype="int8", calibration=[x], backend=backend, example_input=x, threads=threads)
+        info = {"optimizer": f"convnet.deploy.optimize int8 ({fast.info['library']})", "backend": fast.backend,
+                "compiled": True}
+    else:
+        fast = optimize(model, dtype=dtype, compile=compile, channels_last=True, example_input=x)
+        info = {"optimizer": "convnet.deploy.optimize", "compiled": bool(getattr(fast, "compiled", compile))}
 
     def step() -> Any:
         with torch.inference_mode():
@@ -222,7 +245,7 @@ def _optimized_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, 
 
 
 def _onnxruntime_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, compile: bool,
-                           threads: int | None) -> tuple[Callable[[], Any], dict[str, Any]]:
+                           threads: int | None, backend: str | None = None) -> tuple[Callable[[], Any], dict[str, Any]]:
     from .export import export_onnx, require
 
     (ort,) = require("onnxruntime")
@@ -242,11 +265,27 @@ def _onnxruntime_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype
     return (lambda: session.run(None, feed)), info
 
 
+def _openvino_inference(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, compile: bool,
+                        threads: int | None, backend: str | None = None) -> tuple[Callable[[], Any], dict[str, Any]]:
+    from .export import export_onnx, require_openvino
+    from .int8 import _openvino_config, _openvino_runner
+
+    ov = require_openvino()
+    with tempfile.TemporaryDirectory(prefix="convnet-bench-") as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx", x[:2] if x.shape[0] > 1 else x)
+        compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU",
+                                           _openvino_config(threads or torch.get_num_threads()))
+    run = _openvino_runner(compiled)
+    xc = x.detach().cpu()
+    return (lambda: run(xc)), {"optimizer": f"openvino {ov.__version__} (CPU, f32)"}
+
+
 # The modes (see the module docstring); bench_model checks a mode against this table once.
 INFERENCE_STEPS: dict[str, InferenceStep] = {
     "eager": _eager_inference,
     "optimized": _optimized_inference,
     "onnxruntime": _onnxruntime_inference,
+    "openvino": _openvino_inference,
 }
 MODES = tuple(INFERENCE_STEPS)
 
@@ -284,13 +323,13 @@ def _train_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype
 
 
 def _measure(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype, train: bool, compile: bool,
-             warmup: int, iters: int, threads: int | None) -> dict[str, Any]:
+             warmup: int, iters: int, threads: int | None, backend: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     with _threads(threads):
         if train:
             step, info = _train_step(model, x, mode, dtype, compile)
         else:
-            step, info = INFERENCE_STEPS[mode](model, x, dtype, compile, threads)
+            step, info = INFERENCE_STEPS[mode](model, x, dtype, compile, threads, backend)
         info["setup_s"] = time.perf_counter() - t0
         times, mem, kind = _time(step, x.device, warmup, iters)
     total = sum(times)
@@ -303,7 +342,7 @@ def bench_model(model: str | nn.Module, batch_size: int = 16, input_size: Sequen
                 dtype: str | torch.dtype = "auto", train: bool = False, mode: str = "optimized", warmup: int = 3,
                 iters: int = 20, *, device: str | torch.device = "cpu", threads: int | None = None,
                 compile: bool | str = "auto", baseline: bool = True, overrides: dict[str, Any] | None = None,
-                seed: int = 0, fresh_ceiling: bool = False) -> dict[str, Any]:
+                seed: int = 0, fresh_ceiling: bool = False, backend: str | None = None) -> dict[str, Any]:
     """Time ``model`` and, in the same call, its eager fp32 baseline.
 
     Args:
@@ -311,9 +350,10 @@ def bench_model(model: str | nn.Module, batch_size: int = 16, input_size: Sequen
         batch_size: images per call / training step.
         input_size: (C, *S) (default: the model's ``default_cfg["input_size"]``).
         dtype: compute dtype: "auto" (bf16 where the hardware computes it natively, for the
-            optimized mode; fp32 for eager and ONNX Runtime), "fp32", "bf16", "fp16".
+            optimized mode; fp32 for eager, ONNX Runtime and OpenVINO), "fp32", "bf16", "fp16",
+            or "int8" (optimized mode, CPU: through the int8 engine ``backend``).
         train: time a training step instead of inference.
-        mode: "eager", "optimized" or "onnxruntime" (see the module docstring).
+        mode: "eager", "optimized", "onnxruntime" or "openvino" (see the module docstring).
         warmup: untimed calls first (compilation, allocator and cache warm-up).
         iters: timed calls.
         device: "cpu" or "cuda".
@@ -326,6 +366,8 @@ def bench_model(model: str | nn.Module, batch_size: int = 16, input_size: Sequen
         fresh_ceiling: measure the matmul ceiling again right after the timed run instead of
             using the process' cached figure (on a machine whose load changes, the ratio then
             compares rates measured moments apart).
+        backend: the int8 engine for ``dtype="int8"`` (default
+            ``convnet.deploy.int8.DEFAULT_INT8_BACKEND``); its name lands in the result.
 
     A given module is moved to ``device`` in fp32 and eval mode; modes that change it (optimized,
     training) work on copies.
@@ -354,16 +396,24 @@ def bench_model(model: str | nn.Module, batch_size: int = 16, input_size: Sequen
     input_size = tuple(int(s) for s in input_size)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "onnxruntime" and train:
-        raise ValueError("mode 'onnxruntime' benchmarks inference only; drop --train or pick eager/optimized")
-    compute = torch.float32 if mode == "onnxruntime" or (mode == "eager" and dtype == "auto") \
-        else resolve_dtype(dtype, device)
+    if mode in ("onnxruntime", "openvino") and train:
+        raise ValueError(f"mode {mode!r} benchmarks inference only; drop --train or pick eager/optimized")
+    int8 = dtype in ("int8", torch.int8)
+    if int8 and (mode != "optimized" or train):
+        raise ValueError("dtype 'int8' is an inference mode of the optimized path: use mode='optimized' without train")
+    if int8:
+        from .int8 import DEFAULT_INT8_BACKEND, get_int8_backend
+
+        backend = get_int8_backend(backend or DEFAULT_INT8_BACKEND).name  # an unknown name fails here, named
+    compute = torch.float32 if mode in ("onnxruntime", "openvino") or (mode == "eager" and dtype == "auto") \
+        else torch.int8 if int8 else resolve_dtype(dtype, device)
     model = model.to(device).float().eval()
     x = torch.randn(batch_size, *input_size, device=device)
     flops = flops_per_image(model, input_size) * (3 if train else 1)
 
     def figures(r: dict[str, Any], dt: torch.dtype) -> dict[str, Any]:
-        ceiling = matmul_ceiling(dt, device, threads, refresh=fresh_ceiling)
+        ceiling = matmul_ceiling(dt, device, threads, refresh=fresh_ceiling,
+                                 backend=backend if dt == torch.int8 else None)
         achieved = flops * r["img_per_s"]
         return {**r, "dtype": dtype_name(dt), "achieved_flops": achieved, "ceiling": ceiling,
                 "share_of_ceiling": achieved / ceiling}
@@ -383,7 +433,7 @@ def bench_model(model: str | nn.Module, batch_size: int = 16, input_size: Sequen
         result = max(variants.values(), key=lambda r: r["img_per_s"])
     else:
         c = bool(compile) if not auto else mode == "optimized"
-        result = figures(_measure(model, x, mode, compute, train, c, warmup, iters, threads), compute)
+        result = figures(_measure(model, x, mode, compute, train, c, warmup, iters, threads, backend), compute)
     out = {"model": name, "mode": mode, "train": train, "device": str(device), "batch_size": batch_size,
            "input_size": list(input_size), "threads": threads or torch.get_num_threads(), "iters": iters,
            "flops_per_img": flops, **result}
@@ -400,12 +450,14 @@ def format_result(r: dict[str, Any]) -> str:
     """A few human-readable lines for one :func:`bench_model` result."""
     what = "training step" if r["train"] else "inference"
     lines = [f"{r['model']} {what}, batch {r['batch_size']} at {'x'.join(map(str, r['input_size']))}, "
-             f"{r['mode']} {r['dtype']} on {r['device']} ({r['threads']} threads, {r['iters']} iterations)",
+             f"{r['mode']} {r['dtype']}{' via ' + r['backend'] if r.get('backend') else ''} on {r['device']} ({r['threads']} threads, {r['iters']} iterations)",
              f"  {r['img_per_s']:.1f} img/s   latency p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms   "
              f"peak memory {r['peak_mem_mb']:.0f} MiB ({r['peak_mem_kind']})",
              f"  {r['flops_per_img'] / 1e9:.2f} GFLOP/img -> {r['achieved_flops'] / 1e9:.1f} GFLOP/s = "
              f"{100 * r['share_of_ceiling']:.1f}% of the {r['dtype']} matmul ceiling "
              f"({r['ceiling'] / 1e9:.1f} GFLOP/s)"]
+    if r["dtype"] == "int8":  # integer multiply-adds, against the engine's own int8 GEMM rate
+        lines[-1] = lines[-1].replace("GFLOP", "GOP")
     if "optimizer" in r:
         lines.append(f"  via {r['optimizer']}{' (compiled)' if r.get('compiled') else ''}")
     for k, v in (r.get("variants") or {}).items():

@@ -13,6 +13,8 @@ EXAMPLES = """examples:
   convnet bench mobilenet_v2 --mode onnxruntime --iters 50
   convnet export --run runs/lenet5-digits-... --format onnx
   convnet export --run runs/... --format torch_export --out model.pt2
+  convnet export --run runs/... --format openvino         # DIR/model.xml + model.bin
+  convnet bench resnet50 --dtype int8 --backend openvino  # int8 against that engine's int8 GEMM rate
   convnet export --model resnet18 --out their.onnx --force  # replace a file convnet did not write
 """
 
@@ -26,7 +28,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_model(args.model, batch_size=args.batch_size, input_size=args.input_size, dtype=args.dtype,
                              train=args.train, mode=args.mode, warmup=args.warmup, iters=args.iters,
                              device=args.device, threads=args.threads, compile=compile_,
-                             baseline=not args.no_baseline)
+                             baseline=not args.no_baseline, backend=args.backend)
     except MissingDependencyError as e:
         print(f"convnet bench: error: {e}", file=sys.stderr)
         return 2
@@ -37,7 +39,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .export import ExportVerificationError, MissingDependencyError, export_verified, spatial_is_fixed
+    from .export import (FORMAT_SUFFIX, ExportVerificationError, MissingDependencyError, export_verified,
+                         spatial_is_fixed)
 
     if args.run:
         from ..data import Preprocess
@@ -60,7 +63,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         stem = Path(args.model)
     else:
         raise ValueError("give --run DIR (a training run) or --model NAME (a freshly initialised model)")
-    out = Path(args.out) if args.out else stem.with_suffix(".onnx" if args.format == "onnx" else ".pt2")
+    out = Path(args.out) if args.out else stem.with_suffix(FORMAT_SUFFIX[args.format])
     example = torch.randn(2, *size)
     # A model of fixed input size (LeNet-5) keeps it: the exporters make only the batch dynamic.
     dynamic = {"dynamic_batch": not args.static_batch,
@@ -75,7 +78,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportVerificationError as e:
         print(f"convnet export: {e}", file=sys.stderr)
         return 1
-    runtime = "ONNX Runtime" if args.format == "onnx" else "torch.export.load"
+    runtime = {"onnx": "ONNX Runtime", "torch_export": "torch.export.load", "openvino": "OpenVINO"}[args.format]
     report = {**report, "input_size": list(size)}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -101,9 +104,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--train", action="store_true", help="time a training step (forward, backward, SGD step)")
     b.add_argument("--batch-size", type=int, default=16)
     b.add_argument("--input-size", type=_int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D); default the model's")
-    b.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="compute dtype (auto: bf16 where native, for --mode optimized)")
-    b.add_argument("--mode", choices=("eager", "optimized", "onnxruntime"), default="optimized")
+    b.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16", "int8"), default="auto",
+                   help="compute dtype (auto: bf16 where native, for --mode optimized; int8: static "
+                        "quantisation through --backend)")
+    b.add_argument("--backend", help="int8 engine: inductor, onnxruntime, openvino or fx (default: convnet's "
+                                     "measured choice, convnet.deploy.int8.DEFAULT_INT8_BACKEND)")
+    b.add_argument("--mode", choices=("eager", "optimized", "onnxruntime", "openvino"), default="optimized")
     b.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile in --mode optimized (auto: inference on; training: both, keep the faster)")
     b.add_argument("--iters", type=int, default=20, help="timed iterations")
@@ -118,8 +124,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--run", help="a training run directory")
     e.add_argument("--model", help="a registered model name instead of a run (random initialisation)")
-    e.add_argument("--format", choices=("onnx", "torch_export"), default="onnx")
-    e.add_argument("--out", help="output path (default: DIR/model.onnx or DIR/model.pt2)")
+    e.add_argument("--format", choices=("onnx", "torch_export", "openvino"), default="onnx")
+    e.add_argument("--out", help="output path (default: DIR/model.onnx, DIR/model.pt2 or DIR/model.xml)")
     e.add_argument("--input-size", type=_int_tuple, help="C,H,W of the example input (default: the run's preprocess)")
     e.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     e.add_argument("--static-batch", action="store_true", help="fix the batch axis to the example's")

@@ -19,14 +19,19 @@ accepts (a fully convolutional model with a global pool: every size above its mi
   model in eval mode.
 * :func:`export_program` / :func:`verify_program` do the same for ``torch.export``
   (``torch.export.save`` / ``torch.export.load``, a ``.pt2`` archive).
+* :func:`export_openvino` / :func:`verify_openvino` for OpenVINO's IR (``model.xml`` with its
+  weights in ``model.bin`` beside it, fp32): the ONNX export, read by ``openvino.convert_model``
+  (OpenVINO's TorchScript front end has no rule for some of our operations, e.g. the index_put
+  of LeNet-5's connection table; its ONNX front end reads every file our exporter writes), and
+  run back by OpenVINO's CPU plugin with its inference precision pinned to f32.
 
 Errors are measured as ``max |onnx - torch|`` (absolute) and that divided by ``max |torch|``
 (relative to the output's scale: an element-wise ratio is meaningless where a logit is near
 zero).
 
 The optional packages are ``onnx``, ``onnxscript`` (torch's exporter) and ``onnxruntime``
-(verification and the ``onnxruntime`` benchmark mode); a missing one raises
-:class:`MissingDependencyError` naming what to install.
+(verification and the ``onnxruntime`` benchmark mode), and ``openvino`` for its format; a
+missing one raises :class:`MissingDependencyError` naming what to install.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import re
 import shutil
 import tempfile
 import warnings
+import xml.etree.ElementTree as ElementTree
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,6 +62,11 @@ _AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "w
 # The mark of a convnet export: ONNX metadata_props key, and the extra file of a .pt2 archive.
 EXPORT_MARK = "convnet"
 _PROGRAM_MARK_FILE = "convnet.json"
+
+
+OPENVINO_HINT = "pip install openvino  (or: pip install 'convnet[openvino]')"
+EXPORT_FORMATS = ("onnx", "torch_export", "openvino")
+FORMAT_SUFFIX = {"onnx": ".onnx", "torch_export": ".pt2", "openvino": ".xml"}
 
 
 class MissingDependencyError(ImportError):
@@ -84,6 +95,15 @@ def require(*packages: str) -> list[Any]:
         raise MissingDependencyError(f"{', '.join(missing)} not installed; ONNX export and verification need "
                                      f"them: {INSTALL_HINT}")
     return mods
+
+
+def require_openvino() -> Any:
+    """``import openvino`` or raise :class:`MissingDependencyError` naming what to install."""
+    try:
+        import openvino
+    except ImportError:
+        raise MissingDependencyError(f"openvino not installed; the OpenVINO format needs it: {OPENVINO_HINT}") from None
+    return openvino
 
 
 def _example(model: nn.Module, example_input: torch.Tensor | Sequence[int] | None) -> torch.Tensor:
@@ -139,6 +159,12 @@ def is_convnet_export(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
+    if path.suffix == ".xml":  # OpenVINO IR: <net> ... <rt_info><convnet value="..."/></rt_info>
+        try:
+            root = ElementTree.parse(path).getroot()
+        except (ElementTree.ParseError, OSError):
+            return False
+        return root.tag == "net" and root.find(f"rt_info/{EXPORT_MARK}") is not None
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -448,6 +474,68 @@ def verify_program(path: str | os.PathLike, model: nn.Module,
     return {**_compare(program.module(), model, inputs), "input_ranges": ranges}
 
 
+def export_openvino(model: nn.Module, path: str | os.PathLike,
+                    example_input: torch.Tensor | Sequence[int] | None = None, dynamic_batch: bool = True,
+                    dynamic_spatial: bool = True, *, check: Callable[[Path], Any] | None = None,
+                    force: bool = False) -> Path:
+    """Export ``model`` (eval, fp32) to OpenVINO's IR: ``path`` (.xml) and its weights beside it
+    (same name, .bin), atomically (the .bin is moved into place first), marked as convnet's in
+    the model's ``rt_info``; arguments, ``check`` and ``force`` as in :func:`export_onnx`.
+
+    The model goes through :func:`export_onnx` (in a scratch folder) and
+    ``openvino.convert_model``; the symbolic axes carry over. Weights stay fp32
+    (``compress_to_fp16=False``: OpenVINO's default halves them, which would fail a 1e-3 check
+    on some models). Load it back with ``openvino.Core().read_model(path)``.
+    """
+    ov = require_openvino()
+    require("onnx", "onnxscript")
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ValueError(f"{path}: an OpenVINO export is a .xml file (its weights go to {path.stem}.bin beside it)")
+    _guard_target(path, force)
+    x = _example(model, example_input)
+    with tempfile.TemporaryDirectory(prefix="convnet-openvino-") as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", x, dynamic_batch, dynamic_spatial)
+        ov_model = ov.convert_model(str(onnx_path))  # reads the weights now: the folder may go
+    ov_model.set_rt_info(_mark(model, "openvino"), [EXPORT_MARK])
+    return _atomic_save(lambda tmp: ov.save_model(ov_model, str(tmp), compress_to_fp16=False), path, check)
+
+
+def openvino_compiled(model: Any, threads: int | None = None) -> Any:
+    """An OpenVINO model (or IR path) compiled for the CPU in fp32 (see :func:`export_openvino`)."""
+    ov = require_openvino()
+    core = ov.Core()
+    if isinstance(model, (str, os.PathLike)):
+        model = core.read_model(str(model))
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", config)
+
+
+def verify_openvino(path: str | os.PathLike, model: nn.Module,
+                    inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                    threads: int | None = None) -> dict[str, Any]:
+    """Run an OpenVINO IR file (CPU, f32) and compare it with ``model`` as :func:`verify_onnx`
+    does: one tensor is expanded to batch sizes 1 and 3 and, where the file's spatial axes are
+    dynamic, two larger spatial sizes."""
+    compiled = openvino_compiled(path, threads)
+    shape = compiled.input(0).get_partial_shape()
+    dynamic_batch = shape[0].is_dynamic
+    dynamic_spatial = all(d.is_dynamic for d in list(shape)[2:])
+    if inputs is None:
+        size = getattr(model, "default_cfg", {}).get("input_size")
+        if size is None:
+            raise ValueError(f"{path}: verify_openvino needs inputs= for a model without default_cfg")
+        inputs = torch.zeros(1, *size)
+    if isinstance(inputs, torch.Tensor):
+        batches = (1, 3) if dynamic_batch else (shape[0].get_length(),)
+        inputs = verification_inputs(inputs, batches, dynamic_spatial)
+    request = compiled.create_infer_request()
+    model = copy.deepcopy(model).float().eval()
+    return _compare(lambda x: torch.from_numpy(request.infer({0: x.numpy()})[0].copy()), model, inputs)
+
+
 def export_verified(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx",
                     example_input: torch.Tensor | Sequence[int] | None = None, *, dynamic_batch: bool = True,
                     dynamic_spatial: bool = True, opset: int | None = None, tolerance: float = 1e-3,
@@ -462,7 +550,7 @@ def export_verified(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx"
     Args:
         model: the classifier; copied, not changed.
         path: the file to write.
-        fmt: "onnx" or "torch_export".
+        fmt: "onnx", "torch_export" or "openvino" (``path`` a .xml file; its .bin goes beside it).
         example_input: as in :func:`export_onnx`.
         dynamic_batch, dynamic_spatial, opset: as in :func:`export_onnx` (opset: ONNX only).
         tolerance: largest accepted ``max |export - torch| / max |torch|``.
@@ -476,19 +564,23 @@ def export_verified(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx"
         ExportVerificationError: the written file failed verification (``path`` untouched).
         ExportTargetError, MissingDependencyError, ValueError: as in :func:`export_onnx`.
     """
-    if fmt not in ("onnx", "torch_export"):
-        raise ValueError(f"export format must be 'onnx' or 'torch_export', got {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
     if fmt == "onnx":
         require(*ONNX_PACKAGES)  # before the export's minutes, not after
+    elif fmt == "openvino":
+        require_openvino()
+        require("onnx", "onnxscript")
     path = Path(path)
     x = _example(model, example_input)
     report: dict[str, Any] = {}
 
     def verify(tmp: Path) -> None:
         try:
-            result = verify_onnx(tmp, model, x) if fmt == "onnx" else verify_program(tmp, model, x)
+            verifier = {"onnx": verify_onnx, "torch_export": verify_program, "openvino": verify_openvino}[fmt]
+            result = verifier(tmp, model, x)
         except MissingDependencyError:
             raise
         except Exception as e:  # ORT or the program rejects an input, or another output shape
@@ -502,6 +594,8 @@ def export_verified(model: nn.Module, path: str | os.PathLike, fmt: str = "onnx"
 
     if fmt == "onnx":
         export_onnx(model, path, x, dynamic_batch, dynamic_spatial, opset, check=verify, force=force)
+    elif fmt == "openvino":
+        export_openvino(model, path, x, dynamic_batch, dynamic_spatial, check=verify, force=force)
     else:
         export_program(model, path, x, dynamic_batch, dynamic_spatial, check=verify, force=force)
     return {"path": str(path), "format": fmt, **report}

@@ -348,14 +348,22 @@ def compile_mode(device: torch.device) -> str | None:
 
 def optimize(model: nn.Module, *, dtype: str | torch.dtype = "auto", compile: bool = True,
              channels_last: bool = True, example_input: torch.Tensor | None = None,
-             fold: bool = True) -> OptimizedModel:
+             fold: bool = True, calibration: Any = None, backend: str | None = None,
+             threads: int | None = None) -> nn.Module:
     """An inference-only copy of ``model`` that predicts the same, faster.
 
     Args:
         model: a classifier (any module taking one tensor); not modified.
         dtype: "auto" (bf16 where native: CPU with AMX/AVX512-BF16 or a bf16 GPU; fp16 on older
             GPUs; else fp32), "fp32", "bf16" or "fp16". Weights are cast; inputs and outputs stay
-            fp32 (cast inside).
+            fp32 (cast inside). "int8" (CPU): static post-training quantisation through
+            :func:`convnet.deploy.int8.quantize` with ``calibration`` and ``backend``; returns an
+            :class:`convnet.deploy.int8.Int8Model`.
+        calibration: int8 only: input batches from the training data that fix the activation
+            ranges (:func:`convnet.deploy.int8.calibration_batches`).
+        backend: int8 only: the engine, "inductor", "onnxruntime", "openvino" or "fx" (default
+            ``convnet.deploy.int8.DEFAULT_INT8_BACKEND``).
+        threads: int8 only: CPU threads of the engine (default: torch's setting).
         compile: use torch.compile (inductor, freezing; CUDA graphs on GPU). A failure to compile
             warns and falls back to eager. Shapes are static (``dynamic=False``, the fastest
             kernels): each new input shape compiles once, up to dynamo's recompile limit.
@@ -366,8 +374,19 @@ def optimize(model: nn.Module, *, dtype: str | torch.dtype = "auto", compile: bo
         fold: fold batch norms into the convolutions before them (:func:`fold_batchnorm`).
 
     Returns:
-        An :class:`OptimizedModel`; call it like the model, under no autograd.
+        An :class:`OptimizedModel` (an ``Int8Model`` for int8); call it like the model, under no
+        autograd.
     """
+    if dtype in ("int8", torch.int8):
+        from .int8 import quantize
+
+        if calibration is None:
+            raise ValueError("optimize: dtype='int8' needs calibration= (batches of training inputs, e.g. "
+                             "convnet.deploy.int8.calibration_batches(data))")
+        return quantize(model, calibration, backend=backend, example_input=example_input, threads=threads)
+    if backend not in (None, "inductor"):
+        raise ValueError(f"optimize: backend={backend!r} applies to dtype='int8' only; the {dtype!r} path is "
+                         "inductor's (export to ONNX or OpenVINO with `convnet export` instead)")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     compute = resolve_dtype(dtype, device)

@@ -22,6 +22,7 @@ import copy
 import itertools
 import warnings
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ def _engine(backend: str) -> None:
 
 @torch.no_grad()
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, backend: str = "x86",
-                  leaf_modules: Sequence[type[nn.Module]] = ()) -> nn.Module:
+                  leaf_modules: Sequence[type[nn.Module]] = (), qconfig_mapping: Any = None) -> nn.Module:
     """Post-training static int8 quantisation of ``model`` for CPU.
 
     Args:
@@ -91,7 +92,8 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, back
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         leaves = list(DEFAULT_LEAVES) + list(leaf_modules)
-        prepared = prepare_fx(traced, get_default_qconfig_mapping(backend), (first.float().cpu(),),
+        mapping = qconfig_mapping if qconfig_mapping is not None else get_default_qconfig_mapping(backend)
+        prepared = prepare_fx(traced, mapping, (first.float().cpu(),),
                               prepare_custom_config=PrepareCustomConfig().set_non_traceable_module_classes(leaves))
         seen = 0
         for batch in itertools.chain([first], batches):  # the observers record activation ranges
