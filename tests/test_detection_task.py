@@ -73,6 +73,20 @@ def test_labels_shift_into_and_out_of_a_background_model():
     assert _task(score_thresh=0.95).postprocess(preds, batch)[0]["boxes"].shape == (0, 4)
 
 
+def test_serve_answer_lists_boxes_best_first_in_the_files_pixels():
+    """The JSON ``serve`` sends: the keys the page draws (tests/test_serve_browser.py paints them)."""
+    task = _task()
+    prediction = {"boxes": torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]]),
+                  "labels": torch.tensor([7, 2]), "classes": ["7", "2"], "scores": torch.tensor([0.5, 0.9])}
+    answer = task.to_response(prediction, {})
+    assert answer == {"boxes": [{"box": [10.0, 20.0, 30.0, 40.0], "label": "2", "score": 0.9},
+                                {"box": [1.0, 2.0, 3.0, 4.0], "label": "7", "score": 0.5}]}
+    json.dumps(answer)  # JSON-safe
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "classes": [],
+             "scores": torch.zeros(0)}
+    assert task.to_response(empty, {}) == {"boxes": []}
+
+
 def test_build_model_counts_the_background_where_the_model_has_one():
     task = _task()
     data = SimpleNamespace(channels=3, num_classes=10)

@@ -224,6 +224,15 @@ class DetectionTask(Task):
         more = f" and {n - len(shown)} more" if n > len(shown) else ""
         return f"{n} object{'s' if n != 1 else ''}: " + "; ".join(shown) + more
 
+    def to_response(self, prediction: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        """``serve``'s answer: ``boxes`` as the page draws them (``{"box": [x1, y1, x2, y2] in the
+        uploaded image's pixels, "label", "score"}``, best first)."""
+        order = torch.argsort(prediction["scores"], descending=True).tolist()
+        boxes = [{"box": [round(float(v), 2) for v in prediction["boxes"][i].tolist()],
+                  "label": prediction["classes"][i], "score": round(float(prediction["scores"][i]), 4)}
+                 for i in order]
+        return {"boxes": boxes}
+
     def write_prediction(self, prediction: dict[str, Any], sample: Sample, out_dir: Path, run: dict[str, Any]
                          ) -> list[Path]:
         """``<name>.boxes.png`` (the input image with its boxes drawn) and ``<name>.json``."""
