@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Sequence
 
+from ._argtypes import int_tuple
+
 EXAMPLES = """examples:
   convnet train                                  # LeNet-5 on the bundled digits
   convnet train --model resnet18 --epochs 10 optim.weight_decay=5e-4
@@ -169,13 +171,6 @@ def _list_pretrained(args: argparse.Namespace) -> int:
         print(f"{e.name + (' *' if e.default else ''):<{w}}  {e.dataset:<24} {figures:<27} {e.hash_kind:<7} "
               f"{e.preprocess.describe()}")
     return 0
-
-
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,224,224, got {text!r}") from None
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -413,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, receptive fields; totals and memory")
     s.add_argument("model")
-    s.add_argument("--input-size", type=_int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D)")
+    s.add_argument("--input-size", type=int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D)")
     s.add_argument("--spatial-dims", type=int, choices=(1, 2, 3))
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_summary)
@@ -423,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         a = sub.add_parser(cmd, help=text)
         a.add_argument("model", nargs="?", help="registered model name (or --run DIR)")
         a.add_argument("--run", help="a training run directory (erf: compares initialisation and trained)")
-        a.add_argument("--input-size", type=_int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D)")
+        a.add_argument("--input-size", type=int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D)")
         a.add_argument("--spatial-dims", type=int, choices=(1, 2, 3))
         a.add_argument("--json", action="store_true")
         a.set_defaults(fn=fn)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .._argtypes import int_tuple
+
 EXAMPLES = """examples:
   convnet bench resnet50 --batch-size 16                  # optimized vs eager fp32 inference
   convnet bench resnet50 --train --mode optimized --json
@@ -96,14 +98,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``bench`` and ``export`` to the ``convnet`` subcommand parser ``sub``."""
-    from ..cli import _int_tuple  # the main CLI's size parser; imported here, convnet.cli imports this module
-
     b = sub.add_parser("bench", help="images/s, latency, memory and share of the matmul ceiling vs eager fp32",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("model", help="registered model name")
     b.add_argument("--train", action="store_true", help="time a training step (forward, backward, SGD step)")
     b.add_argument("--batch-size", type=int, default=16)
-    b.add_argument("--input-size", type=_int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D); default the model's")
+    b.add_argument("--input-size", type=int_tuple, help="C,H,W (C,L for 1-D, C,D,H,W for 3-D); default the model's")
     b.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16", "int8"), default="auto",
                    help="compute dtype (auto: bf16 where native, for --mode optimized; int8: static "
                         "quantisation through --backend)")
@@ -126,7 +126,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", help="a registered model name instead of a run (random initialisation)")
     e.add_argument("--format", choices=("onnx", "torch_export", "openvino"), default="onnx")
     e.add_argument("--out", help="output path (default: DIR/model.onnx, DIR/model.pt2 or DIR/model.xml)")
-    e.add_argument("--input-size", type=_int_tuple, help="C,H,W of the example input (default: the run's preprocess)")
+    e.add_argument("--input-size", type=int_tuple, help="C,H,W of the example input (default: the run's preprocess)")
     e.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     e.add_argument("--static-batch", action="store_true", help="fix the batch axis to the example's")
     e.add_argument("--static-spatial", action="store_true", help="fix the spatial axes to the example's")
