@@ -33,13 +33,13 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import nn
 
+from .. import layers as L
 from ._base import FeatureInfo
 
 # family -> the dilation of a dilated stage's strided convolution ("previous" or "new").
 STRIDED_CONV_DILATION: dict[str, str] = {"mobilenet_v3": "new"}
 RULES = ("previous", "new")
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 
 
@@ -152,7 +152,7 @@ def dilate(backbone: nn.Module, output_stride: int, strided_conv_dilation: str |
             stride = getattr(m, "stride", None)
             if stride is None:
                 continue
-            if isinstance(m, _CONVS):
+            if isinstance(m, L.CONV_TYPES):
                 s = max(_tuple(m.stride, _dims(m)))
                 own_padding = name not in same_conv_children
                 if s > 1:

@@ -176,5 +176,5 @@ def tap(backbone: nn.Module, original: list[FeatureInfo], reduction: int, first_
     block = dict(backbone.named_modules()).get(module)
     if block is None:
         raise ValueError(f"{type(backbone).__name__} has no {module} to tap")
-    convs = [m for m in block.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    convs = [m for m in block.modules() if isinstance(m, L.CONV_TYPES)]
     return FeatureInfo(convs[-1].out_channels, info.reduction, module)

@@ -56,7 +56,7 @@ def _keras_batch_norm(spatial_dims: int) -> Callable[[int], nn.Module]:
 def _init_glorot(model: nn.Module) -> None:
     """Keras' defaults: Glorot-uniform kernels, zero biases; BN weight 1, bias 0."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(m, (*L.CONV_TYPES, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

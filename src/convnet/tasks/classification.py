@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import layers as L
 from ..data.samples import Batch, Sample, as_samples
 from .base import Task, data_dims, register_task
 from .metric import Metric
@@ -256,6 +257,6 @@ def stacked(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def first_conv_weight(model: nn.Module) -> torch.Tensor | None:
     """The first convolution's kernel (out, in, *k), for the filters figure."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(m, L.CONV_TYPES):
             return m.weight.detach().cpu()
     return None
