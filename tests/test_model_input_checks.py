@@ -13,7 +13,6 @@ CLASSIFIERS = list_models(task="classify")
 # Families whose unpadded layers need more than their total stride, and that do not declare it
 # yet (ConvNetClassifier.min_input_size, set in the family file): at their total stride the
 # network fails inside torch. Remove a name once its family sets min_input_size.
-UNDECLARED_MINIMUM = {"alexnet", "alexnet_original", "inception_v3", "inception_v4", "inception_resnet_v2"}
 
 
 def test_resnet50_at_8x8_names_the_minimum_size():
@@ -77,13 +76,25 @@ def test_every_classifier_refuses_below_its_minimum_and_accepts_its_test_input(n
             model.check_input(torch.zeros(1, 2, *small))
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="family does not declare min_input_size yet"))
-    if n in UNDECLARED_MINIMUM else n
-    for n in CLASSIFIERS if not get_entry(n).fixed_input_size])
+@pytest.mark.parametrize("name", [n for n in CLASSIFIERS if not get_entry(n).fixed_input_size])
 def test_every_classifier_runs_at_its_minimum(name):
     """The minimum check_input names is one the network takes."""
     model = tiny_model(name, 2).eval()
     m = model.min_spatial_size()
     with torch.no_grad():
         assert model(torch.randn(1, 2, m, m)).shape == (1, 5)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "alexnet_original", "inception_v3", "inception_v4",
+                                  "inception_resnet_v2"])
+def test_declared_minimum_is_the_smallest_input_the_layers_take(name):
+    """Families whose unpadded layers need more than the total stride declare it, and it is tight:
+    with the check lowered, one pixel less fails inside the network."""
+    model = tiny_model(name, 2).eval()
+    m = model.min_spatial_size()
+    assert m > model.total_stride()
+    model.min_input_size = 1  # let the input through check_input to reach the layers
+    with torch.no_grad():
+        assert model(torch.randn(1, 2, m, m)).shape == (1, 5)
+        with pytest.raises(RuntimeError):
+            model(torch.randn(1, 2, m - 1, m - 1))

@@ -126,6 +126,10 @@ class AlexNet(ConvNetClassifier):
         self.in_channels = in_channels
         self.num_classes = num_classes
         channels, reduction = in_channels, spec.stem_stride
+        # Three 3x2 max pools follow conv1, conv2 and conv5 (the others keep their size): the last
+        # needs 3 pixels, so pool 2 needs 7 in, pool 1 15, and conv1 (k, stride s, padding p)
+        # needs 14 s + k - 2 p: 63 for torchvision's layout, 67 for the paper's unpadded one.
+        self.min_input_size = 14 * spec.stem_stride + spec.kernel_sizes[0] - 2 * spec.stem_padding
         self.stages = nn.ModuleList()
         self.feature_info = []
         for s, convs in enumerate(_STAGES):

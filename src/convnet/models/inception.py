@@ -542,6 +542,10 @@ class InceptionV3(InceptionNet):
     (pool, Mixed_5b-5d), ``stages[2]`` (Mixed_6a-6e), ``stages[3]`` (Mixed_7a-7c), ``head``;
     ``aux`` after Mixed_6e if aux_logits."""
 
+    # The unpadded convolutions and reductions: 75 -> 37 -> 35 -> 35 -> 17 -> 15 -> 7 -> 3 -> 1
+    # (74 leaves Mixed_7a's 3x3/2 a 2-pixel map).
+    min_input_size = 75
+
     def __init__(self, spec: InceptionV3Spec = InceptionV3Spec(), spatial_dims: int = 2, in_channels: int = 3,
                  num_classes: int = 1000, aux_logits: bool = False, drop_rate: float = 0.5):
         super().__init__()

@@ -246,6 +246,10 @@ class Stage(nn.Module):
 class _InceptionBase(ConvNetClassifier):
     """Weight init and forward shared by both nets."""
 
+    # Fig. 3's unpadded stem and the unpadded grid reductions (299 -> 35 -> 17 -> 8) leave one
+    # pixel for the last reduction at 75; 74 leaves it a 2-pixel map.
+    min_input_size = 75
+
     def _init_weights(self) -> None:
         init_he(self)
 
