@@ -82,6 +82,12 @@ def test_models_lists_params_paper_year(capsys):
     assert out[0].split() == ["name", "family", "params", "year", "paper"]
     assert out[1].split()[:4] == ["lenet5", "lenet", "60,000", "1998"] and "LeCun" in out[1]
     assert main(["models", "zzz*"]) == 1
+    capsys.readouterr()
+    assert main(["models", "--task", "segment", "--json"]) == 0
+    names = {row["name"] for row in json.loads(capsys.readouterr().out)}
+    assert {"unet", "unet3d", "deeplabv3_resnet50"} <= names and "resnet18" not in names
+    assert main(["models", "lenet5", "--task", "segment"]) == 1
+    assert "for task 'segment'" in capsys.readouterr().err
 
 
 def test_summary_table_and_json(capsys):

@@ -131,9 +131,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.pretrained:
         return _list_pretrained(args)
-    names = list_models(args.pattern)
+    names = list_models(args.pattern, task=args.task)
     if not names:
-        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        of_task = f" for task {args.task!r}" if args.task else ""
+        print(f"no model matches {args.pattern!r}{of_task}", file=sys.stderr)
         return 1
     rows = [model_info(n) for n in names]
     if args.json:
@@ -401,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list registered models")
     m.add_argument("pattern", nargs="?", default="*")
+    m.add_argument("--task", help="only the models of this task (classify, segment, detect, classify_text, "
+                                  "classify_video, generate)")
     m.add_argument("--json", action="store_true")
     m.add_argument("--markdown", action="store_true", help="a Markdown table (the README's model table)")
     m.add_argument("--pretrained", action="store_true", help="the models' published weights (tags, accuracy, hash)")
