@@ -28,13 +28,17 @@ import torch
 from torch import nn
 
 from ..layers.factory import SameConv
-from ..layers.pooling import GlobalPool
+from ..layers.pooling import GlobalPool, TrainableSubsampling
+from ..layers.special import ConnectionTableConv, EuclideanRBF
 from .optimize import fold_batchnorm
 
 __all__ = ["int8_modules", "quantize_int8"]
 
-# Modules whose forward branches on tensor shapes in Python: traced as opaque float calls.
-DEFAULT_LEAVES: tuple[type[nn.Module], ...] = (GlobalPool, SameConv)
+# Modules whose forward branches on tensor shapes in Python (or indexes with buffers FX cannot
+# carry through its quantised graph: LeNet-5's connection table): traced as opaque float calls.
+# LeNet-5's C3, S-layers and RBF output thus stay float under FX; its C1, C5 and F6 quantise.
+DEFAULT_LEAVES: tuple[type[nn.Module], ...] = (GlobalPool, SameConv, TrainableSubsampling, ConnectionTableConv,
+                                               EuclideanRBF)
 
 
 class _Logits(nn.Module):
