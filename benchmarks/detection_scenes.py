@@ -12,9 +12,10 @@
 - inference speed of both trained models on the validation images (batch 8, eager fp32, the
   threads given), in images per second;
 - ``convnet bench fasterrcnn_resnet50_fpn --input-size 3,800,800`` (eager fp32 and optimized, batch
-  1) and torchvision's ``fasterrcnn_resnet50_fpn`` on the same weights in the same process
-  (torchvision's compiled nms / roi_align do not load against this CPU torch: its model runs
-  with convnet's ops patched in, as in tests/test_detectors.py; eager only).
+  1), then convnet's and torchvision's ``fasterrcnn_resnet50_fpn`` on the same weights in the same
+  process, eager, timed call by call in alternation (torchvision's compiled nms / roi_align do
+  not load against this CPU torch: its model runs with convnet's ops patched in, as in
+  tests/test_detectors.py), with whether their boxes are identical.
 
 Every training figure comes from ``convnet train`` run in-process exactly as printed (the commands
 are in the JSON). Prints one JSON object.
@@ -115,8 +116,8 @@ def _torchvision():
 
 
 def speed_fasterrcnn(threads: int, iters: int) -> dict:
-    """``convnet bench fasterrcnn_resnet50_fpn --input-size 3,800,800`` (eager and optimized), and
-    torchvision's model on the same weights, eager, in this process."""
+    """``convnet bench fasterrcnn_resnet50_fpn --input-size 3,800,800`` (eager and optimized), then
+    ours and torchvision's model on the same weights, eager, alternating call by call."""
     from convnet import create_model
     from convnet.deploy.bench import bench_model
     from convnet.weights import load_pretrained
@@ -133,21 +134,26 @@ def speed_fasterrcnn(threads: int, iters: int) -> dict:
         torch.save(theirs.state_dict(), Path(tmp) / "w.pth")
         ours = load_pretrained(create_model("fasterrcnn_resnet50_fpn"), Path(tmp) / "w.pth").eval()
     ours.default_cfg = {**ours.default_cfg, "name": "fasterrcnn_resnet50_fpn"}
-    for mode in ("optimized",):  # the eager fp32 baseline comes with it
-        r = bench_model(ours, batch_size=1, input_size=(3, 800, 800), mode=mode, iters=iters, warmup=1,
-                        threads=threads)
-        out["convnet_eager_img_per_s"] = r["baseline"]["img_per_s"]
-        out[f"convnet_{mode}_img_per_s"] = r["img_per_s"]
-        out[f"convnet_{mode}_dtype"] = r["dtype"]
-        out["convnet_optimized_compiled"] = r.get("compiled")
-    x = [torch.randn(3, 800, 800)]
+    r = bench_model(ours, batch_size=1, input_size=(3, 800, 800), mode="optimized", iters=iters, warmup=1,
+                    threads=threads)  # the eager fp32 baseline comes with it, measured first
+    out.update({"convnet_eager_img_per_s": r["baseline"]["img_per_s"], "convnet_optimized_img_per_s": r["img_per_s"],
+                "convnet_optimized_dtype": r["dtype"], "convnet_optimized_compiled": r.get("compiled"),
+                "speedup": r["speedup"]})
+    # Ours and theirs eager, alternating call by call on one image, so that a change in the
+    # machine's load falls on both alike.
+    x = [torch.rand(3, 800, 800, generator=torch.Generator().manual_seed(0))]
     torch.set_num_threads(threads)
+    times: dict[str, list[float]] = {"convnet": [], "torchvision": []}
     with torch.inference_mode():
-        theirs(x)
-        t0 = time.perf_counter()
+        ours(x), theirs(x)
         for _ in range(iters):
-            theirs(x)
-    out["torchvision_eager_img_per_s"] = iters / (time.perf_counter() - t0)
+            for name, model in (("convnet", ours), ("torchvision", theirs)):
+                t0 = time.perf_counter()
+                model(x)
+                times[name].append(time.perf_counter() - t0)
+        out["same_boxes"] = bool(torch.equal(ours(x)[0]["boxes"], theirs(x)[0]["boxes"]))
+    for name, t in times.items():
+        out[f"{name}_eager_alternating_img_per_s"] = len(t) / sum(t)
     out["torchvision_note"] = "torchvision's model code with convnet's nms and roi_align (its compiled ops do not load)"
     return out
 
