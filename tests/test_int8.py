@@ -156,6 +156,17 @@ def test_fx_quantises_the_papers_lenet5_around_its_special_layers() -> None:
     assert 0 < rel < 1e-2
 
 
+def test_inductor_int8_takes_any_batch_after_calibrating_on_another() -> None:
+    """The batch axis stays dynamic: built from a batch of 2, the int8 ConvNeXt answers batches of
+    1 and 3 (its graph once guarded on a batch of at least 2) as the float model's shapes."""
+    _needs("inductor")
+    model = tiny_model("convnext_tiny", 2, in_channels=3).eval()
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    q = quantize(model, [x], backend="inductor", example_input=x[:2], threads=1)
+    for b in (1, 3):
+        assert q(x[:b]).shape == (b, 5)
+
+
 def test_calibration_reads_only_the_training_split(digits) -> None:
     """By construction: a DataSplits whose val and test splits fail on any use still calibrates,
     and every calibration image is a training image."""

@@ -238,7 +238,7 @@ def _inductor_quantize(model: nn.Module, batches: list[torch.Tensor], example: t
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from .export import _Wrapped, _dynamic_shapes, _size_oblivious
+    from .export import _Wrapped, _dynamic_shapes
     from .optimize import _inductor_patch
 
     fmt = torch.channels_last if example.ndim == 4 else None
@@ -248,8 +248,10 @@ def _inductor_quantize(model: nn.Module, batches: list[torch.Tensor], example: t
         return x.contiguous(memory_format=fmt) if fmt is not None else x
 
     wrapped = _Wrapped(model)
-    with warnings.catch_warnings(), _size_oblivious():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # Only the batch is dynamic here, so no size-oblivious tracing (export's, for dynamic
+        # image sizes): under it ConvNeXt's graph guarded on a batch of at least 2.
         graph = torch.export.export(wrapped, (example,),
                                     dynamic_shapes=_dynamic_shapes(example, True, False)).module()
     quantizer = xiq.X86InductorQuantizer()
