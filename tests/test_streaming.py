@@ -65,6 +65,18 @@ def test_folder_streams_or_loads_by_size_and_samples_are_identical(tmp_path):
         assert torch.equal(s["input"], x[i]) and s["target"] == int(y[i]) and Path(s["path"]).is_file()
 
 
+def test_one_decision_for_every_split(tmp_path):
+    """data.memory_limit_mb bounds the whole data set: 36 gray files at 512x512 are 36 MiB of
+    tensors, so a 20 MiB limit streams every split, though the validation and test splits
+    (4 and 7 MiB) would each fit alone; a 40 MiB limit holds them all."""
+    root = make_folder(tmp_path / "f")
+    tight = load_data(f"folder:{root}", options=DataOptions(image_size=512, stream="auto", memory_limit_mb=20))
+    assert not any(as_samples(split).in_memory for split in (tight.train, tight.val, tight.test))
+    assert len(as_samples(tight.val)) * 2**20 < 20 * 2**20  # the old per-split rule kept it in memory
+    roomy = load_data(f"folder:{root}", options=DataOptions(image_size=512, stream="auto", memory_limit_mb=40))
+    assert all(as_samples(split).in_memory for split in (roomy.train, roomy.val, roomy.test))
+
+
 def test_listing_a_folder_decodes_nothing(tmp_path, monkeypatch):
     import convnet.data.samples as samples_module
 

@@ -167,33 +167,43 @@ def _folder_preprocess(files: list[str], image_size: int, channels: int) -> Prep
     return Preprocess(channels=c, source_size=size, size=size, mean=(0.5,) * c, std=(0.25,) * c)
 
 
-def _stream_or_memory(samples: ImageFileSamples, options: DataOptions, what: str) -> tuple[Split, dict]:
-    """Keep a split streamed, or decode it into memory (stream "memory", or "auto" when the
-    tensors fit); files that fail to decode are dropped and listed, up to max_bad_fraction."""
-    pre = samples.preprocess
-    nbytes = len(samples) * pre.channels * int(np.prod(pre.size)) * 4
-    if options.stream == "disk" or (options.stream == "auto" and nbytes > options.memory_limit_mb * 2**20):
+def streams(options: DataOptions, n_files: int, bytes_per_sample: int) -> bool:
+    """Whether a data set of ``n_files`` streams: ``data.stream`` "disk", or "auto" when its
+    preprocessed tensors, every split together, would exceed ``memory_limit_mb``. One decision
+    for all splits: deciding per split kept the validation and test splits of a big folder in
+    memory (each small enough alone), so memory grew with the folder after all."""
+    return options.stream == "disk" or (options.stream == "auto"
+                                        and n_files * bytes_per_sample > options.memory_limit_mb * 2**20)
+
+
+def _stream_or_memory(samples: ImageFileSamples, options: DataOptions, what: str, stream: bool
+                      ) -> tuple[Split, dict]:
+    """Keep a split streamed, or decode it into memory; files that fail to decode are dropped
+    and listed, up to max_bad_fraction."""
+    if stream:
         return samples, {}
     from torch.utils.data import DataLoader
 
+    pre = samples.preprocess
     # A generator of its own: the loader's seed must not come from (and move) the global RNG
     # that initialises the model next.
     loader = DataLoader(samples, batch_size=64, num_workers=options.workers, collate_fn=list,
                         generator=torch.Generator().manual_seed(options.seed))
-    inputs, labels, bad, converted = [], [], [], []
+    # Filled in place (not a list stacked at the end, which holds every image twice at its peak).
+    x = torch.empty((len(samples), pre.channels, *pre.size))
+    labels, bad, converted = [], [], []
     for chunk in loader:
         for s in chunk:
             if "error" in s:
                 bad.append((s["path"], s["error"]))
                 continue
-            inputs.append(s["input"])
+            x[len(labels)] = s["input"]
             labels.append(s["target"])
             if s.get("converted"):
                 converted.append(s["path"])
     check_bad_files(bad, len(samples), options.max_bad_fraction, what)
-    x = torch.stack(inputs) if inputs else torch.zeros((0, pre.channels, *pre.size))
     info = {"bad_files": [list(b) for b in bad], "converted_files": converted}
-    return (x, torch.tensor(labels, dtype=torch.long)), info
+    return (x[:len(labels)].clone() if bad else x, torch.tensor(labels, dtype=torch.long)), info
 
 
 def check_bad_files(bad: list[tuple[str, str]], total: int, max_fraction: float, what: str) -> None:
@@ -228,8 +238,10 @@ def load_image_folder(root: str | Path, image_size: int = 32, test_fraction: flo
         te_files, te_labels = [files[i] for i in te], [labels[i] for i in te]
     pre = options.preprocess or _folder_preprocess(files, image_size, options.channels)
 
+    stream = streams(options, len(tr) + len(va) + len(te_files), pre.channels * int(np.prod(pre.size)) * 4)
+
     def split(names: list[str], targets: list[int], what: str) -> tuple[Split, dict]:
-        return _stream_or_memory(ImageFileSamples(names, targets, pre, options.max_pixels), options, what)
+        return _stream_or_memory(ImageFileSamples(names, targets, pre, options.max_pixels), options, what, stream)
 
     train, i_tr = split([files[i] for i in tr], [labels[i] for i in tr], f"{root} (train)")
     val, i_va = split([files[i] for i in va], [labels[i] for i in va], f"{root} (val)")

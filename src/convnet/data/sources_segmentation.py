@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import DataOptions, DataSplits, Split, check_bad_files, register_dataset
+from .datasets import DataOptions, DataSplits, Split, check_bad_files, register_dataset, streams
 from .readers import DataFormatError
 from .samples import Samples, TensorSamples, majority_channels
 from .segmentation_data import (IGNORE_INDEX, IMAGE_SUFFIXES, VOLUME_SUFFIXES, SegmentationFileSamples,
@@ -235,11 +235,10 @@ def _random_split(n: int, options: DataOptions) -> tuple[np.ndarray, np.ndarray,
     return np.sort(order[n_test + n_val:]), np.sort(order[n_test:n_test + n_val]), np.sort(order[:n_test])
 
 
-def _materialise(samples: Samples, options: DataOptions, voxels: int, channels: int, what: str) -> tuple[Split, dict]:
-    """A split kept streamed, or decoded into memory (as ``data.stream`` says; "auto": when the
-    tensors fit in ``data.memory_limit_mb``); bad pairs are dropped up to max_bad_fraction."""
-    nbytes = len(samples) * voxels * (4 * channels + 8)
-    if options.stream == "disk" or (options.stream == "auto" and nbytes > options.memory_limit_mb * 2**20):
+def _materialise(samples: Samples, options: DataOptions, what: str, stream: bool) -> tuple[Split, dict]:
+    """A split kept streamed, or decoded into memory (``stream``: the data set's one decision,
+    :func:`convnet.data.datasets.streams`); bad pairs are dropped up to max_bad_fraction."""
+    if stream:
         return samples, {}
     from torch.utils.data import DataLoader
 
@@ -291,12 +290,14 @@ def _folder_splits(root: Path, inputs: str, targets: str, suffixes: Sequence[str
     size = tuple(native_size) if native else (options.image_size,) * dims
     pre = _preprocess(channels, size)
     splits, info = [], {}
+    # Image float32 channels and an int64 mask per pixel, every split together.
+    stream = streams(options, len(all_inputs), int(np.prod(size)) * (4 * channels + 8))
     for (ins, tgts), part in zip(groups, ("train", "val", "test")):
         if volume:
             samples: Samples = VolumeFileSamples(ins, tgts, pre, len(classes), native=native)
         else:
             samples = SegmentationFileSamples(ins, tgts, pre, len(classes), options.max_pixels, native=native)
-        split, more = _materialise(samples, options, int(np.prod(size)), channels, f"{root} ({part})")
+        split, more = _materialise(samples, options, f"{root} ({part})", stream)
         splits.append(split)
         info[f"n_{part}"] = len(ins)
         if more.get("bad_files"):
