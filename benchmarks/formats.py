@@ -220,7 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.models, args.batches, args.input_size, args.iters, args.warmup, args.calibration = \
             "resnet18", "1,2", 64, 2, 1, 8
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args, p)
+    finally:
+        torch.set_num_threads(threads_before)  # main() is also called in-process (tests)
+
+
+def _run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     models = [m for m in args.models.split(",") if m]
     batches = tuple(int(b) for b in args.batches.split(","))
     cols = columns(args.fx)

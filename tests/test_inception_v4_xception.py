@@ -112,7 +112,7 @@ def test_smallest_input_is_75(name):
     with torch.device("meta"):
         assert model.forward_features(torch.empty(2, 3, 299, 299)).shape[1:] == (1536, 8, 8)
         assert model.forward_features(torch.empty(2, 3, 75, 75)).shape[2:] == (1, 1)
-        with pytest.raises(RuntimeError):
+        with pytest.raises(ValueError, match=r"at least \(75, 75\)"):  # named before a layer fails
             model(torch.empty(2, 3, 74, 74))
 
 
