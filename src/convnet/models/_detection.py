@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import ImageList
+from ..ops import ImageList, batched_nms
 from ._base import FeatureInfo
 
 Targets = list[dict[str, Tensor]]
@@ -324,6 +324,25 @@ def flatten_level(x: Tensor, columns: int) -> Tensor:
     """(B, A * columns, H, W) -> (B, H * W * A, columns): positions, then anchors, as the anchors are ordered."""
     n, _, h, w = x.shape
     return x.view(n, -1, columns, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, columns)
+
+
+def top_candidates(scores: Tensor, threshold: float, topk: int) -> tuple[Tensor, Tensor]:
+    """One level's or one class's best candidates, as torchvision's one-stage detectors choose
+    them: the scores above ``threshold``, at most ``topk`` of them, best first. Returns those
+    scores and their indices into ``scores`` (flat)."""
+    keep = scores > threshold
+    candidates = torch.where(keep)[0]
+    kept, order = scores[keep].topk(min(topk, candidates.size(0)))
+    return kept, candidates[order]
+
+
+def final_detections(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequence[Tensor],
+                     nms_thresh: float, detections_per_img: int) -> dict[str, Tensor]:
+    """One image's detections from its per-level (or per-class) candidates: class-wise NMS, then
+    the ``detections_per_img`` best."""
+    boxes_c, scores_c, labels_c = torch.cat(list(boxes)), torch.cat(list(scores)), torch.cat(list(labels))
+    keep = batched_nms(boxes_c, scores_c, labels_c, nms_thresh)[:detections_per_img]
+    return {"boxes": boxes_c[keep], "scores": scores_c[keep], "labels": labels_c[keep]}
 
 
 def tiny_backbone(name: str) -> dict[str, Any]:

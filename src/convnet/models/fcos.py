@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import layers as L
-from ..ops import (AnchorGenerator, BoxLinearCoder, batched_nms, clip_boxes_to_image, generalized_box_iou_loss,
+from ..ops import (AnchorGenerator, BoxLinearCoder, clip_boxes_to_image, generalized_box_iou_loss,
                    sigmoid_focal_loss)
-from ._detection import DetectionModel, DetectionTransform, Targets, channel_stats, flatten_level, pyramid_backbone
+from ._detection import (DetectionModel, DetectionTransform, Targets, channel_stats, final_detections, flatten_level,
+                         pyramid_backbone, top_candidates)
 from ._registry import IMAGENET_MEAN, IMAGENET_STD, register
 from .retinanet import conv_tower, split_levels
 
@@ -225,19 +226,14 @@ class FCOS(DetectionModel):
                 num_classes = logits.shape[-1]
                 # the journal version's score: sqrt(class probability x center-ness)
                 scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(ctrness)).flatten()
-                keep = scores > self.spec.score_thresh
-                scores = scores[keep]
-                candidates = torch.where(keep)[0]
-                scores, idxs = scores.topk(min(self.spec.topk_candidates, candidates.size(0)))
-                candidates = candidates[idxs]
+                scores, candidates = top_candidates(scores, self.spec.score_thresh, self.spec.topk_candidates)
                 anchor_idxs = torch.div(candidates, num_classes, rounding_mode="floor")
                 boxes = self.box_coder.decode(codes[anchor_idxs], level_anchors[anchor_idxs])
                 boxes_all.append(clip_boxes_to_image(boxes, shape))
                 scores_all.append(scores)
                 labels_all.append(candidates % num_classes)
-            boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
-            keep = batched_nms(boxes, scores, labels, self.spec.nms_thresh)[:self.spec.detections_per_img]
-            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            detections.append(final_detections(boxes_all, scores_all, labels_all, self.spec.nms_thresh,
+                                               self.spec.detections_per_img))
         return detections
 
     def forward(self, images: Tensor | list[Tensor], targets: Targets | None = None) -> Targets | dict[str, Tensor]:

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import layers as L
-from ..ops import AnchorGenerator, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes_to_image, sigmoid_focal_loss
-from ._detection import DetectionModel, DetectionTransform, Targets, channel_stats, flatten_level, pyramid_backbone
+from ..ops import AnchorGenerator, BoxCoder, Matcher, box_iou, clip_boxes_to_image, sigmoid_focal_loss
+from ._detection import (DetectionModel, DetectionTransform, Targets, channel_stats, final_detections, flatten_level,
+                         pyramid_backbone, top_candidates)
 from ._registry import IMAGENET_MEAN, IMAGENET_STD, register
 
 
@@ -218,20 +219,15 @@ class RetinaNet(DetectionModel):
                                                      anchors[index]):
                 deltas, logits = deltas[index], logits[index]
                 num_classes = logits.shape[-1]
-                scores = torch.sigmoid(logits).flatten()
-                keep = scores > self.spec.score_thresh
-                scores = scores[keep]
-                candidates = torch.where(keep)[0]
-                scores, idxs = scores.topk(min(self.spec.topk_candidates, candidates.size(0)))
-                candidates = candidates[idxs]
+                scores, candidates = top_candidates(torch.sigmoid(logits).flatten(), self.spec.score_thresh,
+                                                    self.spec.topk_candidates)
                 anchor_idxs = torch.div(candidates, num_classes, rounding_mode="floor")
                 boxes = self.box_coder.decode_single(deltas[anchor_idxs], level_anchors[anchor_idxs])
                 boxes_all.append(clip_boxes_to_image(boxes, shape))
                 scores_all.append(scores)
                 labels_all.append(candidates % num_classes)
-            boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
-            keep = batched_nms(boxes, scores, labels, self.spec.nms_thresh)[:self.spec.detections_per_img]
-            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            detections.append(final_detections(boxes_all, scores_all, labels_all, self.spec.nms_thresh,
+                                               self.spec.detections_per_img))
         return detections
 
     def forward(self, images: Tensor | list[Tensor], targets: Targets | None = None) -> Targets | dict[str, Tensor]:

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import layers as L
-from ..ops import BoxCoder, DefaultBoxGenerator, SSDMatcher, batched_nms, box_iou, clip_boxes_to_image
+from ..ops import BoxCoder, DefaultBoxGenerator, SSDMatcher, box_iou, clip_boxes_to_image
 from ._base import FeatureInfo
-from ._detection import DetectionModel, DetectionTransform, Targets, channel_stats, flatten_level, freeze_units
+from ._detection import (DetectionModel, DetectionTransform, Targets, channel_stats, final_detections, flatten_level,
+                         freeze_units, top_candidates)
 from ._features import FeatureExtractor
 from ._registry import register
 
@@ -332,16 +333,12 @@ class SSD(DetectionModel):
             boxes = clip_boxes_to_image(self.box_coder.decode_single(deltas, anchors_i), shape)
             image_boxes, image_scores, image_labels = [], [], []
             for label in range(1, num_classes):
-                score = scores[:, label]
-                keep = score > self.spec.score_thresh
-                score, box = score[keep], boxes[keep]
-                score, idxs = score.topk(min(self.spec.topk_candidates, score.size(0)))
-                image_boxes.append(box[idxs])
+                score, idxs = top_candidates(scores[:, label], self.spec.score_thresh, self.spec.topk_candidates)
+                image_boxes.append(boxes[idxs])
                 image_scores.append(score)
                 image_labels.append(torch.full_like(score, fill_value=label, dtype=torch.int64, device=device))
-            boxes_c, scores_c, labels_c = torch.cat(image_boxes), torch.cat(image_scores), torch.cat(image_labels)
-            keep = batched_nms(boxes_c, scores_c, labels_c, self.spec.nms_thresh)[:self.spec.detections_per_img]
-            detections.append({"boxes": boxes_c[keep], "scores": scores_c[keep], "labels": labels_c[keep]})
+            detections.append(final_detections(image_boxes, image_scores, image_labels, self.spec.nms_thresh,
+                                               self.spec.detections_per_img))
         return detections
 
     def forward(self, images: Tensor | list[Tensor], targets: Targets | None = None) -> Targets | dict[str, Tensor]:
