@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import re
 
-from torch import nn
 
 from . import KeyMap, State, register_keymap
-from .mobilenet import _CNA, _positions
+from .mobilenet import _CNA, nested_resolver
 from .resnet import _TORCHVISION_RULES as _RESNET_RULES
 
 _BODY = "backbone.body."
@@ -113,8 +112,6 @@ register_keymap(KeyMap(
 # then features 14, 15, 16 (``.1.1``, ``.1.2``, ``.1.3``); ``backbone.extra.i.j`` the extra
 # blocks' three Conv2dNormActivation units; the heads' ``module_list.i`` blocks of a depthwise
 # Conv2dNormActivation (0) and a 1x1 conv (1).
-_FLAT = re.compile(r"_flat\.(\d+)\.(\d+)\.(.*)")
-_BLOCK_NAME = re.compile(r"backbone\.body\.body\.stages\.(\d+)\.blocks\.(\d+)")
 
 
 def _ssdlite_features(m: re.Match) -> str:
@@ -136,32 +133,7 @@ def _ssdlite_features(m: re.Match) -> str:
     return f"_flat.{12 + index}.{tail}" if block == "block" else m[0]
 
 
-def _resolve_ssdlite_blocks(state: State, model: nn.Module) -> State:
-    found = []
-    for name, module in model.named_modules():
-        m = _BLOCK_NAME.fullmatch(name)
-        if m:
-            found.append((int(m[1]), int(m[2]), name, module))
-    blocks = [(name, module) for _, _, name, module in sorted(found)]
-    out: State = {}
-    for key, value in state.items():
-        m = _FLAT.fullmatch(key)
-        if m:
-            flat, pos, rest = int(m[1]), int(m[2]), m[3]
-            if flat >= len(blocks):
-                raise KeyError(f"block {flat} beyond the model's {len(blocks)}")
-            name, block = blocks[flat]
-            parts = _positions(block, split_project=False)
-            if pos >= len(parts):
-                raise KeyError(f"part {pos} of block {flat} beyond its {len(parts)}")
-            part = parts[pos]
-            if part == "se":
-                key = f"{name}.se.{rest}"
-            else:
-                sub, _, tail = rest.partition(".")
-                key = f"{name}.{part}.{_CNA[sub]}.{tail}"
-        out[key] = value
-    return out
+_resolve_ssdlite_blocks = nested_resolver(r"backbone\.body\.body")
 
 
 register_keymap(KeyMap(

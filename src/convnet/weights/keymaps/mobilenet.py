@@ -32,29 +32,48 @@ def _positions(block: nn.Module, split_project: bool) -> list[str]:
     return parts
 
 
+def _resolve_flat(state: State, blocks: list[tuple[str, nn.Module]], split_project: bool) -> State:
+    """``_flat.<block>.<position>.<rest>`` keys to the names of ``blocks`` (each block's module
+    path and the module, in torchvision's flat order) and of their parts."""
+    out: State = {}
+    for key, value in state.items():
+        m = _FLAT.fullmatch(key)
+        if m:
+            flat, pos, rest = int(m[1]), int(m[2]), m[3]
+            if flat >= len(blocks):
+                raise KeyError(f"block {flat} beyond the model's {len(blocks)}")
+            prefix, block = blocks[flat]
+            parts = _positions(block, split_project)
+            if pos >= len(parts):
+                raise KeyError(f"part {pos} of block {flat} beyond its {len(parts)}")
+            part = parts[pos]
+            if part in ("se", "project.conv", "project.norm"):
+                rest = f"{part}.{rest}"
+            else:
+                sub, _, tail = rest.partition(".")
+                rest = f"{part}.{_CNA[sub]}.{tail}"
+            key = f"{prefix}.{rest}"
+        out[key] = value
+    return out
+
+
 def _resolver(split_project: bool):
     def resolve(state: State, model: nn.Module) -> State:
-        blocks = [(i, j, b) for i, stage in enumerate(model.stages) for j, b in enumerate(stage.blocks)]
-        out: State = {}
-        for key, value in state.items():
-            m = _FLAT.fullmatch(key)
-            if m:
-                flat, pos, rest = int(m[1]), int(m[2]), m[3]
-                if flat >= len(blocks):
-                    raise KeyError(f"block {flat} beyond the model's {len(blocks)}")
-                i, j, block = blocks[flat]
-                parts = _positions(block, split_project)
-                if pos >= len(parts):
-                    raise KeyError(f"part {pos} of block {flat} beyond its {len(parts)}")
-                part = parts[pos]
-                if part in ("se", "project.conv", "project.norm"):
-                    rest = f"{part}.{rest}"
-                else:
-                    sub, _, tail = rest.partition(".")
-                    rest = f"{part}.{_CNA[sub]}.{tail}"
-                key = f"stages.{i}.blocks.{j}.{rest}"
-            out[key] = value
-        return out
+        blocks = [(f"stages.{i}.blocks.{j}", b) for i, stage in enumerate(model.stages) for j, b in enumerate(stage.blocks)]
+        return _resolve_flat(state, blocks, split_project)
+    return resolve
+
+
+def nested_resolver(backbone: str):
+    """The same resolution for a MobileNetV3 inside another model (a segmenter's or a detector's
+    backbone at the module path ``backbone``, a regex), whose blocks are found by name."""
+    pattern = re.compile(backbone + r"\.stages\.(\d+)\.blocks\.(\d+)")
+
+    def resolve(state: State, model: nn.Module) -> State:
+        found = sorted((int(m[1]), int(m[2]), name) for name, _ in model.named_modules()
+                       if (m := pattern.fullmatch(name)))
+        modules = dict(model.named_modules())
+        return _resolve_flat(state, [(name, modules[name]) for _, _, name in found], split_project=False)
     return resolve
 
 

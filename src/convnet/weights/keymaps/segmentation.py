@@ -17,7 +17,7 @@ import re
 from torch import nn
 
 from . import KeyMap, State, register_keymap
-from .mobilenet import _CNA, _positions
+from .mobilenet import _CNA, nested_resolver
 from .resnet import _TORCHVISION_RULES as _RESNET_RULES
 
 _BODY = "backbone.body."
@@ -75,8 +75,6 @@ _MOBILENET_BACKBONE = (
 )
 
 _ASPP_KEY = re.compile(r"_aspp\.(\d+)\.(\d+)\.(.*)")
-_FLAT_KEY = re.compile(r"_flat\.(\d+)\.(\d+)\.(.*)")
-_BLOCK_NAME = re.compile(r"backbone\.body\.stages\.(\d+)\.blocks\.(\d+)")
 
 
 def _resolve_aspp(state: State, model: nn.Module) -> State:
@@ -94,32 +92,7 @@ def _resolve_aspp(state: State, model: nn.Module) -> State:
     return out
 
 
-def _resolve_blocks(state: State, model: nn.Module) -> State:
-    found = []
-    for name, module in model.named_modules():
-        m = _BLOCK_NAME.fullmatch(name)
-        if m:
-            found.append((int(m[1]), int(m[2]), name, module))
-    blocks = [(name, module) for _, _, name, module in sorted(found)]
-    out: State = {}
-    for key, value in state.items():
-        m = _FLAT_KEY.fullmatch(key)
-        if m:
-            flat, pos, rest = int(m[1]), int(m[2]), m[3]
-            if flat >= len(blocks):
-                raise KeyError(f"block {flat} beyond the model's {len(blocks)}")
-            name, block = blocks[flat]
-            parts = _positions(block, split_project=False)
-            if pos >= len(parts):
-                raise KeyError(f"part {pos} of block {flat} beyond its {len(parts)}")
-            part = parts[pos]
-            if part == "se":
-                key = f"{name}.se.{rest}"
-            else:
-                sub, _, tail = rest.partition(".")
-                key = f"{name}.{part}.{_CNA[sub]}.{tail}"
-        out[key] = value
-    return out
+_resolve_blocks = nested_resolver(r"backbone\.body")
 
 
 def _chain(*transforms):
