@@ -204,6 +204,18 @@ class DetectionModel(nn.Module):
                 raise ValueError(f"{self._name()}: images[{i}] is empty, shape {tuple(img.shape)}")
         return images
 
+    def prepare(self, images: Tensor | Sequence[Tensor], targets: Targets | None
+                ) -> tuple[ImageList, Targets | None, list[tuple[int, int]]]:
+        """The start of every detector's forward: the images checked, the targets checked (in
+        training), both resized, normalised and batched by ``self.transform``; returns the
+        batch, the transformed targets (None in eval mode) and each image's original size."""
+        images = self.image_list(images)
+        if self.training:
+            targets = self.check_targets(targets, len(images))
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        batch, targets = self.transform(images, targets if self.training else None)
+        return batch, targets, original_sizes
+
     def check_targets(self, targets: Targets | None, num_images: int) -> Targets:
         """Training targets, checked: one dict per image, float (N, 4) boxes with positive
         sides, int64 (N,) labels within the model's classes."""

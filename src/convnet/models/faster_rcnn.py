@@ -435,11 +435,7 @@ class FasterRCNN(DetectionModel):
         return objectness.view(x.shape[0], -1, 1)
 
     def forward(self, images: Tensor | list[Tensor], targets: Targets | None = None) -> Targets | dict[str, Tensor]:
-        images = self.image_list(images)
-        if self.training:
-            targets = self.check_targets(targets, len(images))
-        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        batch, targets = self.transform(images, targets if self.training else None)
+        batch, targets, original_sizes = self.prepare(images, targets)
         features = self.features(batch.tensors)
         proposals, proposal_losses = self.rpn(batch, features, targets)
         detections, detector_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)

@@ -237,11 +237,7 @@ class FCOS(DetectionModel):
         return detections
 
     def forward(self, images: Tensor | list[Tensor], targets: Targets | None = None) -> Targets | dict[str, Tensor]:
-        images = self.image_list(images)
-        if self.training:
-            targets = self.check_targets(targets, len(images))
-        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        batch, targets = self.transform(images, targets if self.training else None)
+        batch, targets, original_sizes = self.prepare(images, targets)
         features = list(self.fpn(self.backbone(batch.tensors)).values())
         outputs = self.head(features)
         anchors = self.anchor_generator(batch, features)

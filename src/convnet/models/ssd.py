@@ -342,11 +342,7 @@ class SSD(DetectionModel):
         return detections
 
     def forward(self, images: Tensor | list[Tensor], targets: Targets | None = None) -> Targets | dict[str, Tensor]:
-        images = self.image_list(images)
-        if self.training:
-            targets = self.check_targets(targets, len(images))
-        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        batch, targets = self.transform(images, targets if self.training else None)
+        batch, targets, original_sizes = self.prepare(images, targets)
         features = self.backbone(batch.tensors)
         outputs = self.head(features)
         anchors = self.anchor_generator(batch, features)
