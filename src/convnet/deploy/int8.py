@@ -448,9 +448,9 @@ def _fx_quantize(model: nn.Module, batches: list[torch.Tensor], example: torch.T
             mapping.set_module_name(f"model.{name}" if hasattr(model, "forward_features") else name, None)
     else:
         mapping = None
-    # The float modules are FX leaves: traced through, their arithmetic would get observers and
-    # quantised ops of its own whatever the mapping says of the module's name.
-    quantized = quantize_int8(model, batches, qconfig_mapping=mapping, leaf_modules=FLOAT_MODULE_TYPES)
+    # The float modules are FX leaves already (quantize.DEFAULT_LEAVES): traced through, their
+    # arithmetic would get observers of its own whatever the mapping says of their names.
+    quantized = quantize_int8(model, batches, qconfig_mapping=mapping)
     return quantized, {"library": f"torch {torch.__version__} FX graph mode ({torch.backends.quantized.engine})",
                        "module": quantized}
 
