@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import DataOptions, DataSplits, check_bad_files, register_dataset
+from .datasets import DataOptions, DataSplits, check_bad_files, register_dataset, streams
 from .detection_formats import DetectionAnnotations, read_coco_detection, read_voc_annotations
 from .readers import DataFormatError
 from .samples import Sample, Samples, TensorSamples, read_image
@@ -105,10 +105,8 @@ def _in_memory(samples: DetectionFileSamples, options: DataOptions, what: str) -
             bad.append((s["path"], s["error"]))
             continue
         decoded.append(s)
-        if options.stream == "auto":
-            nbytes = len(samples) * s["input"].numel() * 4
-            if nbytes > options.memory_limit_mb * 2 ** 20:
-                return samples, {}
+        if streams(options, len(samples), s["input"].numel() * 4):  # "auto" and too big: stream
+            return samples, {}
     check_bad_files(bad, len(samples), options.max_bad_fraction, what)
     shapes = {tuple(s["input"].shape) for s in decoded}
     if len(shapes) != 1:
